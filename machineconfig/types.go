@@ -1,0 +1,222 @@
+// Package machineconfig defines the kubeboot MachineConfig (apiVersion
+// kubeboot.dev/v1alpha1): the one document a node needs to become a
+// Kubernetes node. Decode strictly with Parse or Load; both validate fully
+// and report every problem at once with file, line, column and field path.
+package machineconfig
+
+const (
+	APIVersion = "kubeboot.dev/v1alpha1"
+	Kind       = "MachineConfig"
+)
+
+// Role says how the node enters the cluster.
+type Role string
+
+const (
+	RoleInit         Role = "init"          // first control plane: kubeadm init
+	RoleControlPlane Role = "control-plane" // kubeadm join --control-plane
+	RoleWorker       Role = "worker"        // kubeadm join
+)
+
+// IsControlPlane reports whether the role runs the control-plane components.
+func (r Role) IsControlPlane() bool { return r == RoleInit || r == RoleControlPlane }
+
+// MachineConfig is the whole machine configuration.
+type MachineConfig struct {
+	APIVersion string      `yaml:"apiVersion"`
+	Kind       string      `yaml:"kind"`
+	Role       Role        `yaml:"role"`
+	Hostname   string      `yaml:"hostname"`
+	Hosts      []HostEntry `yaml:"hosts,omitempty"`
+	Network    Network     `yaml:"network,omitempty"`
+	Firewall   Firewall    `yaml:"firewall,omitempty"`
+	System     System      `yaml:"system,omitempty"`
+	Kubernetes Kubernetes  `yaml:"kubernetes"`
+	Users      []User      `yaml:"users,omitempty"`
+}
+
+// HostEntry is one extra /etc/hosts line.
+type HostEntry struct {
+	IP    string   `yaml:"ip"`
+	Names []string `yaml:"names"`
+}
+
+// Network is the internal network model. The native form is decoded into it
+// directly; cloud-init network-config v2 (netplan) is converted into it.
+type Network struct {
+	Interfaces  []Interface `yaml:"interfaces,omitempty"`
+	VLANs       []VLAN      `yaml:"vlans,omitempty"`
+	Bonds       []Bond      `yaml:"bonds,omitempty"`
+	Nameservers Nameservers `yaml:"nameservers,omitempty"`
+}
+
+// Match selects a physical link. When both fields are set both must match.
+type Match struct {
+	MACAddress string `yaml:"macAddress,omitempty"`
+	Name       string `yaml:"name,omitempty"` // exact kernel name before any rename
+}
+
+// IPConfig is the layer-3 part shared by interfaces, VLANs and bonds.
+type IPConfig struct {
+	MTU       int      `yaml:"mtu,omitempty"`
+	DHCP4     bool     `yaml:"dhcp4,omitempty"`
+	DHCP6     bool     `yaml:"dhcp6,omitempty"`
+	Addresses []string `yaml:"addresses,omitempty"` // CIDR, e.g. 172.16.0.11/24
+	Routes    []Route  `yaml:"routes,omitempty"`
+	// RouteMetric is the metric of the prefix routes of this link's addresses
+	// and the default for its routes without a metric (NetworkManager's
+	// ipv4.route-metric); the reference uses 100 on enp1s0 and 101 on enp2s0.
+	RouteMetric *int `yaml:"routeMetric,omitempty"`
+	// Optional links are not waited for (no carrier is not an error).
+	Optional bool `yaml:"optional,omitempty"`
+}
+
+// Interface is a physical link. With Match set, the matched link is renamed
+// to Name (netplan's set-name); without it, Name is the kernel name to use.
+type Interface struct {
+	Name     string `yaml:"name"`
+	Match    *Match `yaml:"match,omitempty"`
+	IPConfig `yaml:",inline"`
+}
+
+// VLAN is an 802.1Q sub-interface of Link.
+type VLAN struct {
+	Name     string `yaml:"name"`
+	ID       int    `yaml:"id"`
+	Link     string `yaml:"link"`
+	IPConfig `yaml:",inline"`
+}
+
+// Bond aggregates Interfaces (names of entries in Network.Interfaces).
+type Bond struct {
+	Name       string         `yaml:"name"`
+	Interfaces []string       `yaml:"interfaces"`
+	Parameters BondParameters `yaml:"parameters,omitempty"`
+	IPConfig   `yaml:",inline"`
+}
+
+// BondParameters follow the kernel bonding driver's names.
+type BondParameters struct {
+	Mode               string `yaml:"mode,omitempty"`               // balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb, balance-alb
+	MIIMonitorInterval int    `yaml:"miiMonitorInterval,omitempty"` // ms
+	LACPRate           string `yaml:"lacpRate,omitempty"`           // slow | fast
+	TransmitHashPolicy string `yaml:"transmitHashPolicy,omitempty"` // layer2, layer3+4, layer2+3, encap2+3, encap3+4
+	Primary            string `yaml:"primary,omitempty"`
+}
+
+// Route is a static route on the link it is declared on.
+type Route struct {
+	To     string `yaml:"to"`            // CIDR or "default"
+	Via    string `yaml:"via,omitempty"` // gateway; empty for on-link routes
+	Metric *int   `yaml:"metric,omitempty"`
+}
+
+// Nameservers end up in /etc/resolv.conf.
+type Nameservers struct {
+	Addresses []string `yaml:"addresses,omitempty"`
+	Search    []string `yaml:"search,omitempty"`
+}
+
+// Backend selects how the firewall stage opens ports.
+type Backend string
+
+const (
+	BackendAuto      Backend = "auto"      // firewalld when it is active, nftables otherwise
+	BackendFirewalld Backend = "firewalld" // firewalld over D-Bus
+	BackendNftables  Backend = "nftables"  // own nftables table, default-drop input
+	BackendNone      Backend = "none"      // leave the firewall alone
+)
+
+// Firewall opens the role's Kubernetes ports (and extra ones).
+type Firewall struct {
+	Backend Backend `yaml:"backend,omitempty"`
+	// KubernetesPorts opens the role's ports; default true.
+	KubernetesPorts *bool `yaml:"kubernetesPorts,omitempty"`
+	// Ports are extra ports, "N/proto" or "N-M/proto" with proto tcp|udp|sctp.
+	Ports []string `yaml:"ports,omitempty"`
+	// SSHPort is always allowed by the nftables backend; default 22, 0 closes it.
+	SSHPort *int `yaml:"sshPort,omitempty"`
+	// Interfaces and Sources restrict where the ports are opened; empty means everywhere.
+	Interfaces []string `yaml:"interfaces,omitempty"`
+	Sources    []string `yaml:"sources,omitempty"` // CIDRs
+	// Zone is the firewalld zone; default: the zone bound to Interfaces, else the default zone.
+	Zone string `yaml:"zone,omitempty"`
+}
+
+// System holds kernel settings applied before Kubernetes, on top of the ones
+// kubeadm's preflight needs (which are always applied).
+type System struct {
+	Sysctls map[string]string `yaml:"sysctls,omitempty"`
+	Modules []string          `yaml:"modules,omitempty"`
+}
+
+// Kubernetes describes the node's part in the cluster.
+type Kubernetes struct {
+	Version              string `yaml:"version"`              // vMAJOR.MINOR.PATCH, must match the baked kubeadm
+	ControlPlaneEndpoint string `yaml:"controlPlaneEndpoint"` // host:port
+	// AdvertiseAddress is the API server / node IP; default: the first static
+	// address of the link holding the default route.
+	AdvertiseAddress string            `yaml:"advertiseAddress,omitempty"`
+	PodSubnet        string            `yaml:"podSubnet,omitempty"`
+	ServiceSubnet    string            `yaml:"serviceSubnet,omitempty"` // default 10.96.0.0/12
+	DNSDomain        string            `yaml:"dnsDomain,omitempty"`     // default cluster.local
+	NodeName         string            `yaml:"nodeName,omitempty"`      // default: hostname
+	NodeLabels       map[string]string `yaml:"nodeLabels,omitempty"`
+	NodeTaints       []Taint           `yaml:"nodeTaints,omitempty"`
+	CertSANs         []string          `yaml:"certSANs,omitempty"`
+	Credentials      Credentials       `yaml:"credentials,omitempty"`
+	// KubeadmPatches are merged (RFC 7386 JSON merge patch) into the generated
+	// kubeadm v1beta4 / component documents, for anything the schema lacks.
+	KubeadmPatches []KubeadmPatch `yaml:"kubeadmPatches,omitempty"`
+}
+
+// Taint is a node taint as in the Kubernetes API.
+type Taint struct {
+	Key    string `yaml:"key"`
+	Value  string `yaml:"value,omitempty"`
+	Effect string `yaml:"effect"` // NoSchedule | PreferNoSchedule | NoExecute
+}
+
+// Credentials let nodes join. On an init node Token and CertificateKey, when
+// set, are the ones created (so the other nodes' configs can be written in
+// advance); on joining nodes they are the ones used.
+type Credentials struct {
+	Token          Secret   `yaml:"token,omitempty"`          // [a-z0-9]{6}.[a-z0-9]{16}
+	CACertHashes   []string `yaml:"caCertHashes,omitempty"`   // sha256:<64 hex>
+	CertificateKey Secret   `yaml:"certificateKey,omitempty"` // 64 hex (32-byte AES key)
+	// SecretsBundle is a path to a cluster secrets bundle (CAs, service
+	// account key); with it the CA hash is known in advance and no
+	// certificate key is needed.
+	SecretsBundle string `yaml:"secretsBundle,omitempty"`
+}
+
+// KubeadmPatch is merged into the generated document of the given kind.
+type KubeadmPatch struct {
+	Kind  string         `yaml:"kind"` // InitConfiguration, ClusterConfiguration, JoinConfiguration, KubeletConfiguration, KubeProxyConfiguration
+	Patch map[string]any `yaml:"patch"`
+}
+
+// User is a local account that receives the admin kubeconfig at
+// ~/.kube/config (0600, owned by the user), as the reference did by hand.
+type User struct {
+	Name string `yaml:"name"`
+	UID  *int   `yaml:"uid,omitempty"`  // created with this UID when missing
+	Home string `yaml:"home,omitempty"` // default /home/NAME (/root for root)
+}
+
+// Secret is a string that never prints itself: fmt, logs and status output
+// see "<redacted>". Use Reveal where the value is really needed.
+type Secret string
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "<redacted>"
+}
+
+// GoString keeps %#v from leaking the value.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// Reveal returns the secret value.
+func (s Secret) Reveal() string { return string(s) }

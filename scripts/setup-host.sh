@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kubeboot's build and tests use. Idempotent.
+set -euo pipefail
+pkgs=(
+  iproute2 nftables              # network and firewall stage tests (netns, veth, nft -j)
+  dosfstools mtools xorriso       # CIDATA volumes (FAT and ISO9660)
+  squashfs-tools fdisk gdisk      # image builder and its checks
+  e2fsprogs qemu-utils
+  systemd-container mmdebstrap    # nspawn boots for firewalld/systemd tests, rootfs builds
+  busybox-static socat jq
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
