@@ -1,0 +1,69 @@
+// Package stage is the contract between bootstrapd's engine and the
+// packages that change the host (hostname, network, firewall, sysprep, ...).
+// Stages act only through Env: files under Env.Root, kernel objects through
+// handles bound to Env.NetNS, so tests run the real code against a temporary
+// root and a network namespace they made.
+package stage
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/vishvananda/netns"
+
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// Env is everything a stage may act through.
+type Env struct {
+	// Root is the directory that stands for "/" when writing files.
+	Root string
+	// NetNS is the network namespace for netlink/nftables handles;
+	// netns.None() means the namespace of the calling process.
+	NetNS netns.NsHandle
+	// Config is the validated machine config being applied.
+	Config *machineconfig.MachineConfig
+	// Log never receives secret values (machineconfig.Secret redacts itself).
+	Log *slog.Logger
+}
+
+// Path joins p (an absolute path on the node) under Env.Root.
+func (e *Env) Path(p string) string { return filepath.Join(e.Root, p) }
+
+// Change is one thing a stage did or would do, in words, e.g.
+// "enp1s0: add address 172.16.0.11/24". It never holds a secret.
+type Change string
+
+// Stage makes one part of the host match the config.
+type Stage interface {
+	// Name is the short name used by --only, markers and status.
+	Name() string
+	// Plan lists what Apply would change now, without changing anything.
+	Plan(ctx context.Context, env *Env) ([]Change, error)
+	// Apply makes the host match the config and returns what it changed.
+	// It must be idempotent: on a host that already matches it returns no
+	// changes. Errors that may clear by themselves (a link without carrier
+	// yet, a service still starting) are wrapped with Temporary.
+	Apply(ctx context.Context, env *Env) ([]Change, error)
+}
+
+type temporaryError struct{ err error }
+
+func (t temporaryError) Error() string { return t.err.Error() }
+func (t temporaryError) Unwrap() error { return t.err }
+
+// Temporary marks err as worth retrying with backoff.
+func Temporary(err error) error {
+	if err == nil {
+		return nil
+	}
+	return temporaryError{err}
+}
+
+// IsTemporary reports whether err (or one it wraps) was marked Temporary.
+func IsTemporary(err error) bool {
+	var t temporaryError
+	return errors.As(err, &t)
+}
