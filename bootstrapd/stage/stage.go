@@ -27,10 +27,30 @@ type Env struct {
 	Config *machineconfig.MachineConfig
 	// Log never receives secret values (machineconfig.Secret redacts itself).
 	Log *slog.Logger
+	// Proc and Sys are where procfs and sysfs are read and written; ""
+	// means /proc and /sys. Unlike Root they default to the running kernel
+	// even when Root is a temporary directory, so a test can choose between
+	// checking file effects (a directory) and the real kernel (inside a
+	// namespace it made).
+	Proc, Sys string
 }
 
 // Path joins p (an absolute path on the node) under Env.Root.
 func (e *Env) Path(p string) string { return filepath.Join(e.Root, p) }
+
+// ProcPath joins p (relative to procfs, e.g. "sys/net/ipv4/ip_forward")
+// under Env.Proc.
+func (e *Env) ProcPath(p string) string { return filepath.Join(orDefault(e.Proc, "/proc"), p) }
+
+// SysPath joins p (relative to sysfs, e.g. "module/overlay") under Env.Sys.
+func (e *Env) SysPath(p string) string { return filepath.Join(orDefault(e.Sys, "/sys"), p) }
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
 
 // Change is one thing a stage did or would do, in words, e.g.
 // "enp1s0: add address 172.16.0.11/24". It never holds a secret.
@@ -47,6 +67,15 @@ type Stage interface {
 	// changes. Errors that may clear by themselves (a link without carrier
 	// yet, a service still starting) are wrapped with Temporary.
 	Apply(ctx context.Context, env *Env) ([]Change, error)
+}
+
+// Validator is implemented by stages that can check, before the engine
+// changes anything, that the host can take the config (a matched NIC
+// exists, a needed tool is installed). The engine validates every selected
+// stage before the first Apply, so a config that cannot work fails with no
+// half-configured machine.
+type Validator interface {
+	Validate(ctx context.Context, env *Env) error
 }
 
 type temporaryError struct{ err error }
