@@ -1,0 +1,127 @@
+// Package bootstrapd is the node's first boot, in the order the manual
+// procedure did it. This file is the one place that lists the steps:
+//
+//	source    find the machine config (bootstrapd/source) and parse it strictly
+//	validate  every stage checks the host can take the config; no change yet
+//	hostname  kernel hostname, /etc/hostname, /etc/hosts
+//	network   links, addresses, routes with metrics, resolv.conf
+//	firewall  the role's Kubernetes ports: firewalld, or an own nftables table
+//	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
+//	          (Kubernetes stages come here: images, kubelet, kubeadm,
+//	          kubeconfig, wait-ready)
+//	done      the done marker under /var/lib/kubeboot
+//
+// The engine (bootstrapd/engine) runs the stages; their records under the
+// state directory make a crash resume and a rerun change nothing.
+package bootstrapd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"kubeboot.dev/kubeboot/bootstrapd/engine"
+	"kubeboot.dev/kubeboot/bootstrapd/firewall"
+	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/network"
+	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/bootstrapd/sysprep"
+)
+
+// Stages is the first-boot plan after the config is loaded, in order.
+func Stages() []stage.Stage {
+	return []stage.Stage{
+		hostname.New(),
+		network.New(),
+		firewall.New(),
+		sysprep.New(),
+		// The Kubernetes stages (images, kubelet, kubeadm, kubeconfig,
+		// wait-ready) go here, after the host is ready for them.
+	}
+}
+
+// Options configure one run.
+type Options struct {
+	Root       string // "/" of the node; a directory in tests
+	Proc, Sys  string // procfs and sysfs; "" means the running kernel's
+	ConfigPath string // --config; "" tries the sources in order
+	Only       []string
+	Log        *slog.Logger
+	// Backoff bounds stage retries; zero means engine.DefaultBackoff.
+	Backoff engine.Backoff
+	// AfterStage and Status are passed to the engine.
+	AfterStage func(name string)
+	Status     func(string)
+}
+
+// Prepared is a loaded config bound to an engine, ready to plan or run.
+type Prepared struct {
+	Engine   *engine.Engine
+	Source   *source.Result
+	Plan     []stage.Stage // the whole plan
+	Selected []stage.Stage // the stages this run touches
+}
+
+// Prepare does the "source" step: it finds and parses the config, records
+// where it came from, and selects the stages. A failure here is recorded in
+// the failed marker as stage "source".
+func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
+	st := state.Open(o.Root)
+	plan := Stages()
+	selected, err := engine.Select(plan, o.Only)
+	if err != nil {
+		return nil, err
+	}
+	res, err := source.Load(ctx, source.Options{Root: o.Root, ConfigPath: o.ConfigPath, Log: o.Log})
+	if err != nil {
+		err = fmt.Errorf("stage source: %w", err)
+		if record {
+			if werr := st.PutFailure(state.Failure{Stage: "source", Reason: err.Error(), Attempts: 1, Time: time.Now()}); werr != nil {
+				o.Log.Error("writing the failed marker", "err", werr)
+			}
+		}
+		return nil, err
+	}
+	o.Log.Info("machine config loaded", "source", res.Source, "hash", res.Config.Hash())
+	if record {
+		if err := st.PutSource(state.Source{Source: res.Source, ConfigHash: res.Config.Hash(), InstanceID: res.InstanceID, Loaded: time.Now()}); err != nil {
+			return nil, err
+		}
+	}
+	env := &stage.Env{Root: o.Root, NetNS: netns.None(), Config: res.Config, Log: o.Log, Proc: o.Proc, Sys: o.Sys}
+	return &Prepared{
+		Engine: &engine.Engine{
+			Env: env, State: st, Source: res.Source, Backoff: o.Backoff,
+			AfterStage: o.AfterStage, Status: o.Status,
+		},
+		Source: res, Plan: plan, Selected: selected,
+	}, nil
+}
+
+// FirstBoot runs the whole procedure: source, validate, the stages, done.
+func FirstBoot(ctx context.Context, o Options) ([]engine.Outcome, error) {
+	p, err := Prepare(ctx, o, true)
+	if err != nil {
+		return nil, err
+	}
+	return p.Engine.Run(ctx, p.Plan, p.Selected)
+}
+
+// PlanChanges loads the config and lists what each selected stage would
+// change, after validating them; it writes nothing.
+func PlanChanges(ctx context.Context, o Options) (*Prepared, []engine.Planned, error) {
+	p, err := Prepare(ctx, o, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.Engine.Validate(ctx, p.Selected); err != nil {
+		return p, nil, fmt.Errorf("stage validate: %w", err)
+	}
+	planned, err := p.Engine.Plan(ctx, p.Selected)
+	return p, planned, err
+}
