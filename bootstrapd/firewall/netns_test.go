@@ -1,0 +1,269 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// lab is a node network namespace wired to a client namespace over two
+// veth pairs named like the reference machine's NICs:
+//
+//	node enp1s0 172.16.0.11/24  <->  client eth0 172.16.0.254/24 (+ .200)
+//	node enp2s0 10.0.0.11/24    <->  client eth1 10.0.0.254/24
+type lab struct {
+	node, client     string // netns names
+	nodeNS, clientNS netns.NsHandle
+}
+
+const (
+	nodeIP      = "172.16.0.11"
+	clientIP    = "172.16.0.254"
+	otherIP     = "172.16.0.200" // a client address outside firewall.sources
+	nodeIP2     = "10.0.0.11"
+	clientIP2   = "10.0.0.254"
+	probeTimout = 700 * time.Millisecond
+)
+
+func requireRoot(tb testing.TB, tools ...string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root for network namespaces and nftables (CI runs as root)")
+	}
+	for _, tool := range append([]string{"ip", "nft"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			tb.Skipf("needs %s in PATH (scripts/setup-host.sh installs it)", tool)
+		}
+	}
+}
+
+func run(tb testing.TB, name string, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newLab(tb testing.TB) *lab {
+	tb.Helper()
+	requireRoot(tb)
+	id := fmt.Sprintf("kbfw%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
+	l := &lab{node: id + "n", client: id + "c"}
+	for _, ns := range []string{l.node, l.client} {
+		run(tb, "ip", "netns", "add", ns)
+		tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		run(tb, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(tb, "ip", "link", "add", "enp1s0", "netns", l.node, "type", "veth", "peer", "name", "eth0", "netns", l.client)
+	run(tb, "ip", "link", "add", "enp2s0", "netns", l.node, "type", "veth", "peer", "name", "eth1", "netns", l.client)
+	for _, a := range [][]string{
+		{l.node, "enp1s0", nodeIP + "/24"}, {l.node, "enp2s0", nodeIP2 + "/24"},
+		{l.client, "eth0", clientIP + "/24"}, {l.client, "eth0", otherIP + "/24"}, {l.client, "eth1", clientIP2 + "/24"},
+	} {
+		run(tb, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1])
+		run(tb, "ip", "-n", a[0], "link", "set", a[1], "up")
+	}
+	var err error
+	if l.nodeNS, err = netns.GetFromName(l.node); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.nodeNS.Close() })
+	if l.clientNS, err = netns.GetFromName(l.client); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.clientNS.Close() })
+	return l
+}
+
+// inNS runs fn on a thread switched into ns. Sockets made in fn stay in ns
+// after it returns.
+func inNS(tb testing.TB, ns netns.NsHandle, fn func()) {
+	tb.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		tb.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic("cannot return to the original netns: " + err.Error())
+		}
+	}()
+	fn()
+}
+
+// listenTCP serves an echo of "ok" on every connection to port in ns.
+func listenTCP(tb testing.TB, ns netns.NsHandle, addr string) {
+	tb.Helper()
+	var ln net.Listener
+	inNS(tb, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			tb.Fatal(err)
+		}
+	})
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("ok"))
+			c.Close()
+		}
+	}()
+}
+
+// listenUDP echoes every datagram back to its sender.
+func listenUDP(tb testing.TB, ns netns.NsHandle, addr string) {
+	tb.Helper()
+	var pc net.PacketConn
+	inNS(tb, ns, func() {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			tb.Fatal(err)
+		}
+	})
+	tb.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// probeTCP connects from ns (optionally from a given source address) and
+// reads the listener's "ok". It returns nil when the port let us in.
+func probeTCP(tb testing.TB, ns netns.NsHandle, from, to string) error {
+	tb.Helper()
+	var conn net.Conn
+	var err error
+	inNS(tb, ns, func() {
+		d := net.Dialer{Timeout: probeTimout}
+		if from != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		}
+		conn, err = d.Dial("tcp", to)
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(probeTimout))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		return err
+	}
+	if string(got) != "ok" {
+		return fmt.Errorf("read %q from %s, want ok", got, to)
+	}
+	return nil
+}
+
+// probeUDP sends a datagram from ns and waits for the echo.
+func probeUDP(tb testing.TB, ns netns.NsHandle, to string) error {
+	tb.Helper()
+	var conn net.Conn
+	var err error
+	inNS(tb, ns, func() { conn, err = net.Dial("udp", to) })
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(probeTimout))
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 8)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	if string(buf[:n]) != "ping" {
+		return fmt.Errorf("echo %q from %s, want ping", buf[:n], to)
+	}
+	return nil
+}
+
+func assertOpen(tb testing.TB, err error, what string) {
+	tb.Helper()
+	if err != nil {
+		tb.Errorf("%s: want accepted, got %v", what, err)
+	}
+}
+
+// assertDropped wants a timeout: a dropped SYN or datagram gets no answer,
+// unlike a closed port (refused) or a reject.
+func assertDropped(tb testing.TB, err error, what string) {
+	tb.Helper()
+	var ne net.Error
+	if err == nil {
+		tb.Errorf("%s: want dropped, but it was accepted", what)
+	} else if !errors.As(err, &ne) || !ne.Timeout() {
+		tb.Errorf("%s: want dropped (timeout), got %v", what, err)
+	}
+}
+
+// controllerConfig is the reference controller (configs/controller.yaml's
+// values) with the nftables backend forced, so a host running firewalld
+// does not divert the test.
+func controllerConfig() *machineconfig.MachineConfig {
+	return &machineconfig.MachineConfig{
+		APIVersion: machineconfig.APIVersion, Kind: machineconfig.Kind,
+		Role: machineconfig.RoleInit, Hostname: "controller.home.local",
+		Network: machineconfig.Network{Interfaces: []machineconfig.Interface{
+			{Name: "enp1s0", Match: &machineconfig.Match{MACAddress: "52:54:00:80:ad:b6"},
+				IPConfig: machineconfig.IPConfig{Addresses: []string{"172.16.0.11/24"}}},
+			{Name: "enp2s0", Match: &machineconfig.Match{MACAddress: "52:54:00:6a:9d:95"},
+				IPConfig: machineconfig.IPConfig{Addresses: []string{"10.0.0.11/24"}}},
+		}},
+		Firewall: machineconfig.Firewall{Backend: machineconfig.BackendNftables},
+		Kubernetes: machineconfig.Kubernetes{
+			Version: "v1.37.2", ControlPlaneEndpoint: "controller.home.local:6443", PodSubnet: "172.17.0.0/16",
+		},
+	}
+}
+
+func testEnv(tb testing.TB, ns netns.NsHandle, cfg *machineconfig.MachineConfig) *stage.Env {
+	return &stage.Env{
+		Root: tb.TempDir(), NetNS: ns, Config: cfg,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// nftJSON is `nft -j list ruleset` in ns ("" for the test's own netns).
+func nftJSON(tb testing.TB, ns string) string {
+	tb.Helper()
+	args := []string{"-j", "list", "ruleset"}
+	if ns != "" {
+		args = append([]string{"netns", "exec", ns, "nft"}, args...)
+		return run(tb, "ip", args...)
+	}
+	return run(tb, "nft", args...)
+}

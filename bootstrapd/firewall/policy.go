@@ -1,0 +1,193 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// Port is a port or an inclusive port range of one protocol.
+type Port struct {
+	Proto       string // tcp, udp or sctp
+	First, Last uint16
+}
+
+// String is firewalld's and the config's notation: "6443/tcp", "2379-2380/tcp".
+func (p Port) String() string {
+	if p.First == p.Last {
+		return fmt.Sprintf("%d/%s", p.First, p.Proto)
+	}
+	return fmt.Sprintf("%d-%d/%s", p.First, p.Last, p.Proto)
+}
+
+// Range is the port part alone, as firewalld's D-Bus API takes it.
+func (p Port) Range() string {
+	s := p.String()
+	return s[:strings.IndexByte(s, '/')]
+}
+
+var protocols = []string{"tcp", "udp", "sctp"}
+
+// ParsePort reads "N/proto" or "N-M/proto".
+func ParsePort(s string) (Port, error) {
+	num, proto, ok := strings.Cut(s, "/")
+	if !ok || !slices.Contains(protocols, proto) {
+		return Port{}, fmt.Errorf("%q: want N/proto or N-M/proto with proto tcp, udp or sctp", s)
+	}
+	lo, hi, isRange := strings.Cut(num, "-")
+	first, err := parsePortNumber(lo)
+	if err != nil {
+		return Port{}, fmt.Errorf("%q: %w", s, err)
+	}
+	last := first
+	if isRange {
+		if last, err = parsePortNumber(hi); err != nil {
+			return Port{}, fmt.Errorf("%q: %w", s, err)
+		}
+		if last < first {
+			return Port{}, fmt.Errorf("%q: range end %d is below its start %d", s, last, first)
+		}
+	}
+	return Port{Proto: proto, First: first, Last: last}, nil
+}
+
+func parsePortNumber(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("port %q is not a number in 1-65535", s)
+	}
+	return uint16(n), nil
+}
+
+// RolePorts are the inbound ports Kubernetes needs on a node of the role
+// (kubernetes.io/docs/reference/networking/ports-and-protocols).
+func RolePorts(role machineconfig.Role) []Port {
+	tcp := func(first, last uint16) Port { return Port{"tcp", first, last} }
+	if role.IsControlPlane() {
+		return []Port{
+			tcp(6443, 6443),   // kube-apiserver
+			tcp(2379, 2380),   // etcd client and peer
+			tcp(10250, 10250), // kubelet API
+			tcp(10257, 10257), // kube-controller-manager
+			tcp(10259, 10259), // kube-scheduler
+		}
+	}
+	return []Port{
+		tcp(10250, 10250),                         // kubelet API
+		tcp(10256, 10256),                         // kube-proxy health
+		tcp(30000, 32767),                         // NodePort services
+		{Proto: "udp", First: 30000, Last: 32767}, // NodePort services
+	}
+}
+
+// policy is what the config asks of the firewall, independent of backend.
+type policy struct {
+	ports      []Port // merged and sorted per protocol
+	sshPort    uint16 // 0: closed
+	interfaces []string
+	sources    []netip.Prefix
+}
+
+// policyOf derives the policy from the firewall section; errors name the
+// field path.
+func policyOf(cfg *machineconfig.MachineConfig) (policy, error) {
+	fw := cfg.Firewall
+	var p policy
+	if fw.KubernetesPorts == nil || *fw.KubernetesPorts {
+		p.ports = append(p.ports, RolePorts(cfg.Role)...)
+	}
+	for i, s := range fw.Ports {
+		port, err := ParsePort(s)
+		if err != nil {
+			return policy{}, fmt.Errorf("firewall.ports[%d]: %w", i, err)
+		}
+		p.ports = append(p.ports, port)
+	}
+	p.ports = mergePorts(p.ports)
+
+	p.sshPort = 22
+	if fw.SSHPort != nil {
+		if *fw.SSHPort < 0 || *fw.SSHPort > 65535 {
+			return policy{}, fmt.Errorf("firewall.sshPort: %d is not a port (0 closes SSH)", *fw.SSHPort)
+		}
+		p.sshPort = uint16(*fw.SSHPort)
+	}
+
+	for i, name := range fw.Interfaces {
+		if name == "" || len(name) > 15 {
+			return policy{}, fmt.Errorf("firewall.interfaces[%d]: %q is not an interface name (1-15 bytes)", i, name)
+		}
+		if !slices.Contains(p.interfaces, name) {
+			p.interfaces = append(p.interfaces, name)
+		}
+	}
+	slices.Sort(p.interfaces)
+
+	for i, s := range fw.Sources {
+		prefix, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return policy{}, fmt.Errorf("firewall.sources[%d]: %q is not a CIDR or address", i, s)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		prefix = prefix.Masked()
+		if !slices.Contains(p.sources, prefix) {
+			p.sources = append(p.sources, prefix)
+		}
+	}
+	slices.SortFunc(p.sources, comparePrefix)
+	// A prefix inside a listed wider one adds nothing, and nftables interval
+	// sets reject overlapping elements.
+	p.sources = slices.DeleteFunc(p.sources, func(inner netip.Prefix) bool {
+		return slices.ContainsFunc(p.sources, func(outer netip.Prefix) bool {
+			return outer != inner && outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+		})
+	})
+	return p, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// mergePorts sorts ports by protocol and start and joins overlapping or
+// adjacent ranges: nftables interval sets reject overlapping elements, and
+// one range per span keeps firewalld's port list minimal.
+func mergePorts(ports []Port) []Port {
+	sorted := slices.Clone(ports)
+	slices.SortFunc(sorted, func(a, b Port) int {
+		if c := strings.Compare(a.Proto, b.Proto); c != 0 {
+			return c
+		}
+		return int(a.First) - int(b.First)
+	})
+	var out []Port
+	for _, p := range sorted {
+		if n := len(out); n > 0 && out[n-1].Proto == p.Proto && int(p.First) <= int(out[n-1].Last)+1 {
+			out[n-1].Last = max(out[n-1].Last, p.Last)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// portsOf returns the ports of one protocol.
+func (p policy) portsOf(proto string) []Port {
+	var out []Port
+	for _, port := range p.ports {
+		if port.Proto == proto {
+			out = append(out, port)
+		}
+	}
+	return out
+}
