@@ -8,6 +8,7 @@ pkgs=(
   e2fsprogs qemu-utils
   systemd-container mmdebstrap    # nspawn boots for firewalld/systemd tests, rootfs builds
   busybox-static socat jq
+  dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,123 @@
+package network
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+)
+
+// statePath records what the stage put into the kernel that the kernel
+// cannot tell us itself: which routes are ours (so a route removed from the
+// config is deleted, and nobody else's route ever is) and the DHCP leases.
+const statePath = "/var/lib/kubeboot/network.json"
+
+type state struct {
+	Routes []ownedRoute      `json:"routes,omitempty"`
+	Leases map[string]*lease `json:"leases,omitempty"` // by link name
+}
+
+// ownedRoute identifies a route the stage added, in the kernel's terms.
+type ownedRoute struct {
+	Link   string `json:"link"`
+	Dst    string `json:"dst"`
+	Via    string `json:"via,omitempty"`
+	Src    string `json:"src,omitempty"`
+	Metric int    `json:"metric"`
+	Proto  int    `json:"proto"`
+}
+
+// lease is an acquired DHCPv4 lease, enough to re-apply it and to know when
+// it must be renewed.
+type lease struct {
+	Address  string    `json:"address"` // CIDR
+	Router   string    `json:"router,omitempty"`
+	DNS      []string  `json:"dns,omitempty"`
+	Domain   string    `json:"domain,omitempty"`
+	Server   string    `json:"server"`
+	Acquired time.Time `json:"acquired"`
+	Renew    time.Time `json:"renew"`   // T1: request again after this
+	Expires  time.Time `json:"expires"` // the kernel drops the address then
+}
+
+func loadState(env *stage.Env) (*state, error) {
+	p := env.Path(statePath)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &state{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s state
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %v (delete it to let bootstrapd forget which routes it owns)", p, err)
+	}
+	return &s, nil
+}
+
+func (s *state) owns(r ownedRoute) bool { return slices.Contains(s.Routes, r) }
+
+func (s *state) own(r ownedRoute) {
+	if !s.owns(r) {
+		s.Routes = append(s.Routes, r)
+	}
+}
+
+func (s *state) disown(r ownedRoute) {
+	s.Routes = slices.DeleteFunc(s.Routes, func(o ownedRoute) bool { return o == r })
+}
+
+// save writes the state only when it changed, atomically.
+func (s *state) save(env *stage.Env) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = writeFileIfChanged(env.Path(statePath), append(b, '\n'), 0o644)
+	return err
+}
+
+// writeFileIfChanged replaces path with content through a temp file and a
+// rename, so readers never see half a file; it reports whether it wrote.
+func writeFileIfChanged(path string, content []byte, mode fs.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
+		return false, nil
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return false, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return false, err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return false, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return false, err
+	}
+	if err := f.Close(); err != nil {
+		return false, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
