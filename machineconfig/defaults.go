@@ -1,0 +1,118 @@
+package machineconfig
+
+import (
+	"net/netip"
+	"path"
+	"strings"
+)
+
+// Defaults applied by SetDefaults (Parse applies them before validating).
+const (
+	DefaultServiceSubnet = "10.96.0.0/12"
+	DefaultDNSDomain     = "cluster.local"
+	DefaultSSHPort       = 22
+)
+
+// SetDefaults fills every field left empty that has a default. It is the
+// one place defaults live; docs/machine-config.md lists them:
+//
+//   - firewall.backend: auto; firewall.kubernetesPorts: true; firewall.sshPort: 22
+//   - kubernetes.serviceSubnet: 10.96.0.0/12; kubernetes.dnsDomain: cluster.local
+//   - kubernetes.nodeName: the hostname
+//   - kubernetes.advertiseAddress: the first static IPv4 address of the link
+//     holding the default route, else the first static address of any link
+//   - users[].home: /home/NAME, /root for root
+func (c *MachineConfig) SetDefaults() {
+	fw := &c.Firewall
+	if fw.Backend == "" {
+		fw.Backend = BackendAuto
+	}
+	if fw.KubernetesPorts == nil {
+		t := true
+		fw.KubernetesPorts = &t
+	}
+	if fw.SSHPort == nil {
+		p := DefaultSSHPort
+		fw.SSHPort = &p
+	}
+	k := &c.Kubernetes
+	if k.ServiceSubnet == "" {
+		k.ServiceSubnet = DefaultServiceSubnet
+	}
+	if k.DNSDomain == "" {
+		k.DNSDomain = DefaultDNSDomain
+	}
+	if k.NodeName == "" {
+		k.NodeName = c.Hostname
+	}
+	if k.AdvertiseAddress == "" {
+		k.AdvertiseAddress = c.Network.defaultAdvertiseAddress()
+	}
+	for i := range c.Users {
+		u := &c.Users[i]
+		if u.Home == "" && u.Name != "" {
+			if u.Name == "root" {
+				u.Home = "/root"
+			} else {
+				u.Home = path.Join("/home", u.Name)
+			}
+		}
+	}
+}
+
+// Links returns the layer-3 settings of every link in order: interfaces,
+// then VLANs, then bonds, with their names.
+func (n *Network) Links() []Link {
+	var links []Link
+	for i := range n.Interfaces {
+		links = append(links, Link{Name: n.Interfaces[i].Name, IPConfig: &n.Interfaces[i].IPConfig})
+	}
+	for i := range n.VLANs {
+		links = append(links, Link{Name: n.VLANs[i].Name, IPConfig: &n.VLANs[i].IPConfig})
+	}
+	for i := range n.Bonds {
+		links = append(links, Link{Name: n.Bonds[i].Name, IPConfig: &n.Bonds[i].IPConfig})
+	}
+	return links
+}
+
+// Link is a named view of one link's layer-3 settings.
+type Link struct {
+	Name string
+	*IPConfig
+}
+
+// IsDefaultRoute reports whether the route's destination is a default
+// route: "default", 0.0.0.0/0 or ::/0.
+func (r Route) IsDefaultRoute() bool {
+	return r.To == "default" || r.To == "0.0.0.0/0" || r.To == "::/0"
+}
+
+func (n *Network) defaultAdvertiseAddress() string {
+	links := n.Links()
+	for _, l := range links {
+		hasDefault := false
+		for _, r := range l.Routes {
+			if r.IsDefaultRoute() {
+				hasDefault = true
+			}
+		}
+		if !hasDefault {
+			continue
+		}
+		for _, a := range l.Addresses {
+			if p, err := netip.ParsePrefix(a); err == nil && p.Addr().Is4() {
+				return p.Addr().String()
+			}
+		}
+		break
+	}
+	for _, l := range links {
+		for _, a := range l.Addresses {
+			if p, err := netip.ParsePrefix(strings.TrimSpace(a)); err == nil {
+				return p.Addr().String()
+			}
+		}
+	}
+	return ""
+}
