@@ -286,6 +286,9 @@ func (e *Engine) finish(plan, selected []stage.Stage, hash string) error {
 		return nil
 	}
 	e.status("done")
+	if done, err := e.State.Done(); err != nil || (done != nil && done.ConfigHash == hash) {
+		return err // already done with this config: a rerun rewrites nothing
+	}
 	return e.State.PutDone(state.Done{ConfigHash: hash, Source: e.Source, Stages: names, Time: time.Now()})
 }
 

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -121,10 +122,14 @@ func (Stage) diff(env *stage.Env) (work, []stage.Change, error) {
 }
 
 // Block returns the managed /etc/hosts lines for cfg (without markers): the
-// node's own address with its name and short name, then the config's hosts.
+// node's address (kubernetes.advertiseAddress, which machineconfig defaults
+// from the static addresses) with its name and short name, then the
+// config's hosts (unless they name the node already). A DHCP-only node has no such address and leaves its name
+// to DNS.
 func Block(cfg *machineconfig.MachineConfig) string {
 	var b strings.Builder
-	if ip := OwnAddress(cfg); ip.IsValid() {
+	named := slices.ContainsFunc(cfg.Hosts, func(h machineconfig.HostEntry) bool { return slices.Contains(h.Names, cfg.Hostname) })
+	if ip, err := netip.ParseAddr(cfg.Kubernetes.AdvertiseAddress); err == nil && !named {
 		names := []string{cfg.Hostname}
 		if short, _, ok := strings.Cut(cfg.Hostname, "."); ok && short != "" {
 			names = append(names, short)
@@ -135,42 +140,6 @@ func Block(cfg *machineconfig.MachineConfig) string {
 		fmt.Fprintf(&b, "%s\t%s\n", h.IP, strings.Join(h.Names, " "))
 	}
 	return b.String()
-}
-
-// OwnAddress is the address the node's name resolves to: the advertise
-// address, else the first static address of the link holding the default
-// route, else the first static address at all. DHCP-only nodes have none,
-// and their name is left to DNS.
-func OwnAddress(cfg *machineconfig.MachineConfig) netip.Addr {
-	if a, err := netip.ParseAddr(cfg.Kubernetes.AdvertiseAddress); err == nil {
-		return a
-	}
-	var links, defaults []machineconfig.IPConfig
-	for _, i := range cfg.Network.Interfaces {
-		links = append(links, i.IPConfig)
-	}
-	for _, v := range cfg.Network.VLANs {
-		links = append(links, v.IPConfig)
-	}
-	for _, b := range cfg.Network.Bonds {
-		links = append(links, b.IPConfig)
-	}
-	for _, l := range links {
-		for _, r := range l.Routes {
-			if r.To == "default" || r.To == "0.0.0.0/0" || r.To == "::/0" {
-				defaults = append(defaults, l)
-				break
-			}
-		}
-	}
-	for _, l := range append(defaults, links...) {
-		for _, a := range l.Addresses {
-			if p, err := netip.ParsePrefix(a); err == nil {
-				return p.Addr()
-			}
-		}
-	}
-	return netip.Addr{}
 }
 
 // ReplaceBlock returns hosts with its managed block set to block, keeping
