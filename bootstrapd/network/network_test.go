@@ -19,23 +19,16 @@ import (
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
-// controllerNetwork is the network section of the reference controller
-// (configs/controller.yaml): the values the manual procedure configured.
-func controllerNetwork() machineconfig.Network {
-	return machineconfig.Network{
-		Interfaces: []machineconfig.Interface{
-			{Name: "enp1s0", Match: &machineconfig.Match{MACAddress: mac1}, IPConfig: machineconfig.IPConfig{
-				Addresses:   []string{"172.16.0.11/24"},
-				Routes:      []machineconfig.Route{{To: "default", Via: "172.16.0.254"}},
-				RouteMetric: intp(100),
-			}},
-			{Name: "enp2s0", Match: &machineconfig.Match{MACAddress: mac2}, IPConfig: machineconfig.IPConfig{
-				Addresses:   []string{"10.0.0.11/24"},
-				RouteMetric: intp(101),
-			}},
-		},
-		Nameservers: machineconfig.Nameservers{Addresses: []string{"172.16.0.254"}, Search: []string{"home.local"}},
+// controllerNetwork is the network section of configs/controller.yaml,
+// the reference controller's values, loaded and validated as bootstrapd
+// would.
+func controllerNetwork(t testing.TB) machineconfig.Network {
+	t.Helper()
+	cfg, err := machineconfig.Load("../../configs/controller.yaml")
+	if err != nil {
+		t.Fatalf("load configs/controller.yaml: %v", err)
 	}
+	return cfg.Network
 }
 
 var controllerRoutes = []string{
@@ -46,7 +39,7 @@ var controllerRoutes = []string{
 
 func TestApplyControllerAndReapply(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
-	env := n.env(controllerNetwork())
+	env := n.env(controllerNetwork(t))
 	s := testStage()
 
 	got := apply(t, s, env)
@@ -58,7 +51,6 @@ func TestApplyControllerAndReapply(t *testing.T) {
 		"enp1s0: add route 172.16.0.0/24 proto kernel scope link src 172.16.0.11 metric 100",
 		"enp1s0: add route default via 172.16.0.254 proto static metric 100",
 		"enp2s0: add route 10.0.0.0/24 proto kernel scope link src 10.0.0.11 metric 101",
-		"write /etc/resolv.conf (nameserver 172.16.0.254; search home.local)",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("first Apply changes:\n got %q\nwant %q", got, want)
@@ -105,9 +97,8 @@ func TestApplyControllerAndReapply(t *testing.T) {
 	if def == nil || !def.Gw.Equal(net.ParseIP("172.16.0.254")) || def.Priority != 100 || def.Protocol != unix.RTPROT_STATIC {
 		t.Errorf("netlink default route on enp1s0 = %+v, want via 172.16.0.254 metric 100 proto static", def)
 	}
-	resolv, err := os.ReadFile(filepath.Join(n.root, "etc/resolv.conf"))
-	if err != nil || !strings.Contains(string(resolv), "nameserver 172.16.0.254\nsearch home.local\n") {
-		t.Errorf("resolv.conf = %q (%v)", resolv, err)
+	if _, err := os.Stat(filepath.Join(n.root, "etc/resolv.conf")); err == nil {
+		t.Errorf("resolv.conf written although the config names no nameservers")
 	}
 
 	// Idempotence: nothing changes, in the stage's words and in the kernel's.
@@ -149,9 +140,42 @@ func ping(t *testing.T, n *testNet, ip string) {
 	}
 }
 
+func TestResolvConf(t *testing.T) {
+	n := newTestNet(t, referenceLinks)
+	cfg := controllerNetwork(t)
+	cfg.Nameservers = machineconfig.Nameservers{Addresses: []string{"172.16.0.254", "10.0.0.254"}, Search: []string{"home.local"}}
+	s := testStage()
+	got := apply(t, s, n.env(cfg))
+	if !slices.Contains(got, "write /etc/resolv.conf (nameserver 172.16.0.254 10.0.0.254; search home.local)") {
+		t.Fatalf("changes %q lack the resolv.conf write", got)
+	}
+	path := filepath.Join(n.root, "etc/resolv.conf")
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.HasSuffix(string(b), "nameserver 172.16.0.254\nnameserver 10.0.0.254\nsearch home.local\n") {
+		t.Fatalf("resolv.conf = %q (%v)", b, err)
+	}
+	before, _ := os.Stat(path)
+	if again := apply(t, s, n.env(cfg)); len(again) != 0 {
+		t.Errorf("re-Apply changed %q", again)
+	}
+	if after, _ := os.Stat(path); !os.SameFile(before, after) {
+		t.Error("resolv.conf was rewritten although its content was right")
+	}
+	cfg.Nameservers.Addresses = []string{"10.0.0.254"}
+	if got := apply(t, s, n.env(cfg)); !slices.Equal(got, []string{"write /etc/resolv.conf (nameserver 10.0.0.254; search home.local)"}) {
+		t.Errorf("changed nameservers: %q", got)
+	}
+	if after, _ := os.Stat(path); os.SameFile(before, after) {
+		t.Error("resolv.conf was edited in place, not replaced by rename")
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(n.root, "etc/.resolv.conf.*")); len(leftovers) > 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+}
+
 func TestPlanMatchesApplyAndChangesNothing(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
-	env := n.env(controllerNetwork())
+	env := n.env(controllerNetwork(t))
 	s := testStage()
 	beforeR, beforeA := cmd(t, "ip", "-n", n.node, "-j", "route", "show"), cmd(t, "ip", "-n", n.node, "-j", "link", "show")
 	p := plan(t, s, env)
@@ -172,9 +196,9 @@ func TestPlanMatchesApplyAndChangesNothing(t *testing.T) {
 func TestChangedConfigDiff(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
 	s := testStage()
-	apply(t, s, n.env(controllerNetwork()))
+	apply(t, s, n.env(controllerNetwork(t)))
 
-	changed := controllerNetwork()
+	changed := controllerNetwork(t)
 	changed.Interfaces[0].Addresses = []string{"172.16.0.11/24", "172.16.0.12/24"} // new address
 	changed.Interfaces[1].Addresses = []string{"10.0.0.12/24"}                     // 10.0.0.11 removed
 	changed.Interfaces[1].RouteMetric = intp(102)                                  // metric changed
@@ -214,7 +238,7 @@ func TestChangedConfigDiff(t *testing.T) {
 func TestRemovesOnlyOwnedRoutesAndKeepsLinkLocal(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
 	s := testStage()
-	withExtra := controllerNetwork()
+	withExtra := controllerNetwork(t)
 	withExtra.Interfaces[1].Routes = []machineconfig.Route{{To: "192.168.50.0/24", Via: "10.0.0.254"}}
 	got := apply(t, s, n.env(withExtra))
 	if !slices.Contains(got, "enp2s0: add route 192.168.50.0/24 via 10.0.0.254 proto static metric 101") {
@@ -224,7 +248,7 @@ func TestRemovesOnlyOwnedRoutesAndKeepsLinkLocal(t *testing.T) {
 	cmd(t, "ip", "-n", n.node, "route", "add", "192.168.60.0/24", "via", "10.0.0.254", "dev", "enp2s0", "proto", "static", "metric", "101")
 	cmd(t, "ip", "-n", n.node, "addr", "add", "10.0.0.99/24", "dev", "enp2s0", "noprefixroute")
 
-	got = apply(t, s, n.env(controllerNetwork()))
+	got = apply(t, s, n.env(controllerNetwork(t)))
 	want := []string{
 		"enp2s0: remove route 192.168.50.0/24 via 10.0.0.254 proto static metric 101",
 		"enp2s0: remove address 10.0.0.99/24",
@@ -248,7 +272,7 @@ func TestRemovesOnlyOwnedRoutesAndKeepsLinkLocal(t *testing.T) {
 func TestRenameByMAC(t *testing.T) {
 	n := newTestNet(t, []nodeLink{{"eth7", mac1, "r1", "172.16.0.254/24"}, {"enp2s0", mac2, "r2", "10.0.0.254/24"}})
 	cmd(t, "ip", "-n", n.node, "link", "set", "eth7", "up") // renaming needs it down: the stage must handle that
-	env := n.env(controllerNetwork())
+	env := n.env(controllerNetwork(t))
 	s := testStage()
 	got := apply(t, s, env)
 	if got[0] != "enp1s0: rename from eth7 (matched (macAddress 52:54:00:80:ad:b6))" {
@@ -279,7 +303,7 @@ func TestRenameByMAC(t *testing.T) {
 
 func TestMTU(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
-	cfg := controllerNetwork()
+	cfg := controllerNetwork(t)
 	cfg.Interfaces[0].MTU = 9000
 	s := testStage()
 	env := n.env(cfg)
@@ -302,12 +326,12 @@ func TestCarrierWait(t *testing.T) {
 	cmd(t, "ip", "-n", n.router, "link", "set", "r1", "down") // enp1s0 gets no carrier
 	s := testStage()
 	s.carrierTimeout = 500 * time.Millisecond
-	_, err := s.Apply(context.Background(), n.env(controllerNetwork()))
+	_, err := s.Apply(context.Background(), n.env(controllerNetwork(t)))
 	if err == nil || !stage.IsTemporary(err) || !strings.Contains(err.Error(), "enp1s0") || strings.Contains(err.Error(), "enp2s0") {
 		t.Fatalf("Apply with enp1s0 down at the far end: err %v (temporary %v), want a Temporary error naming only enp1s0", err, stage.IsTemporary(err))
 	}
 
-	optional := controllerNetwork()
+	optional := controllerNetwork(t)
 	optional.Interfaces[0].Optional = true
 	if _, err := s.Apply(context.Background(), n.env(optional)); err != nil {
 		t.Fatalf("Apply with optional enp1s0 without carrier: %v", err)
@@ -319,11 +343,11 @@ func TestCarrierWait(t *testing.T) {
 
 func TestMissingLink(t *testing.T) {
 	n := newTestNet(t, referenceLinks[1:]) // no enp1s0
-	_, err := testStage().Apply(context.Background(), n.env(controllerNetwork()))
+	_, err := testStage().Apply(context.Background(), n.env(controllerNetwork(t)))
 	if err == nil || !stage.IsTemporary(err) || !strings.Contains(err.Error(), "network.interfaces[0]") || !strings.Contains(err.Error(), mac1) {
 		t.Fatalf("err %v, want a Temporary error naming network.interfaces[0] and the MAC", err)
 	}
-	optional := controllerNetwork()
+	optional := controllerNetwork(t)
 	optional.Interfaces[0].Optional = true
 	if _, err := testStage().Apply(context.Background(), n.env(optional)); err != nil {
 		t.Fatalf("absent optional link: %v", err)
@@ -331,7 +355,7 @@ func TestMissingLink(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	cfg := controllerNetwork()
+	cfg := controllerNetwork(t)
 	cfg.Interfaces[1].DHCP6 = true
 	cfg.Interfaces[0].Addresses = []string{"172.16.0.11"}
 	cfg.Interfaces[0].Routes = []machineconfig.Route{{To: "default"}}

@@ -177,6 +177,7 @@ func (r *run) reconcileRoutes() error {
 	}
 	want := r.wantRoutes()
 	wanted := map[ownedRoute]bool{}
+	replaced := map[ownedRoute]bool{} // kernel routes a wanted one took the place of
 	for _, w := range want {
 		o := w.owned()
 		wanted[o] = true
@@ -190,6 +191,7 @@ func (r *run) reconcileRoutes() error {
 		switch {
 		case same != nil && same.owned == o && same.r.Scope == w.scope():
 		case same != nil:
+			replaced[same.owned] = true
 			r.change(w.Link, "replace route %s (was: %s dev %s)", w, describeRoute(same.owned, same.r.Scope), orUnknown(same.owned.Link))
 			if err := r.do(func() error { return r.h.RouteReplace(nr) }); err != nil {
 				return fmt.Errorf("%s: replace route %s: %w", w.Link, w, err)
@@ -216,8 +218,8 @@ func (r *run) reconcileRoutes() error {
 				cur = &have[i]
 			}
 		}
-		if cur == nil {
-			r.st.disown(o) // gone already, e.g. with its link
+		if cur == nil || replaced[o] {
+			r.st.disown(o) // gone already: with its link, or replaced above
 			continue
 		}
 		r.change(o.Link, "remove route %s", describeRoute(o, cur.r.Scope))
