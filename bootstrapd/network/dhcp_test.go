@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"kubeboot.dev/kubeboot/machineconfig"
 )
@@ -31,10 +32,26 @@ func startDnsmasq(t *testing.T, n *testNet) string {
 		"--dhcp-option=option:router,172.16.0.254",
 		"--dhcp-option=option:dns-server,172.16.0.254",
 		"--dhcp-option=option:domain-name,home.local",
-		"--dhcp-leasefile="+leases, "--log-dhcp", "--log-facility=-")
+		"--dhcp-leasefile="+leases, "--log-dhcp", "--log-facility=-",
+		"--no-ping") // no 3 s ICMP probe of the address before offering it
 	c.Stdout, c.Stderr = &log, &log
 	if err := c.Start(); err != nil {
 		t.Fatalf("start dnsmasq: %v", err)
+	}
+	// Wait until it listens on the DHCP port, so the client's first
+	// DISCOVER is not lost to a server still starting.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "netns", "exec", n.router, "ss", "-H", "-uln", "sport", "=", ":67").Output()
+		if len(bytes.TrimSpace(out)) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("dnsmasq does not listen on udp/67 after 5s:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Cleanup(func() {
 		c.Process.Kill()
