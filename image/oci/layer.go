@@ -52,11 +52,11 @@ type fileLayer struct {
 	size           int64
 }
 
-func (l *fileLayer) Digest() (v1.Hash, error)              { return l.digest, nil }
-func (l *fileLayer) DiffID() (v1.Hash, error)              { return l.diffID, nil }
-func (l *fileLayer) Size() (int64, error)                  { return l.size, nil }
-func (l *fileLayer) MediaType() (types.MediaType, error)   { return types.OCILayer, nil }
-func (l *fileLayer) Compressed() (io.ReadCloser, error)    { return os.Open(l.path) }
+func (l *fileLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)             { return l.diffID, nil }
+func (l *fileLayer) Size() (int64, error)                 { return l.size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error)  { return types.OCILayer, nil }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
 func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return gunzipFile(l.path) }
 
 func gunzipFile(p string) (io.ReadCloser, error) {

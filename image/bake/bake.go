@@ -1,0 +1,196 @@
+// Package bake turns a cached Debian rootfs into the node's root tree: it
+// lays the overlays and the artifacts over a copy of the rootfs, enables
+// units offline with systemctl --root, and removes everything that must not
+// be shared by every machine flashed from the image (machine id, SSH host
+// keys, the build host's hostname and resolver, apt lists and sources, logs,
+// caches).
+package bake
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// File is one file placed in the image.
+type File struct {
+	Path   string      // absolute path in the image
+	Source string      // file on the build host; empty: use Data
+	Data   []byte      // contents when Source is empty
+	Mode   os.FileMode // permission bits; owner is always root:root
+}
+
+// Options say what to add to the rootfs.
+type Options struct {
+	// Overlays are directory trees copied over the rootfs in order, as
+	// root:root with their permission bits (git keeps 0644/0755).
+	Overlays []string
+	// Files are copied after the overlays.
+	Files []File
+	// Enable are units enabled with systemctl --root.
+	Enable []string
+	// Mask are units masked with systemctl --root.
+	Mask []string
+}
+
+// removed are the machine-specific and volatile paths of a fresh rootfs
+// (globs relative to the root).
+var removed = []string{
+	"etc/hostname", "etc/resolv.conf", "etc/ssh/ssh_host_*",
+	"etc/apt/sources.list", "etc/apt/sources.list.d/*",
+	"var/lib/apt/lists/*", "var/cache/apt/*", "var/cache/debconf/*-old",
+	"var/cache/ldconfig/aux-cache", "var/lib/dpkg/*-old",
+	"var/lib/systemd/random-seed", "var/lib/systemd/catalog/database",
+	"var/lib/dbus/machine-id", "var/log/*", "etc/*-",
+	"boot/initrd.img*", "tmp/*", "var/tmp/*",
+}
+
+// Bake builds the root tree in dst (which must not exist) from rootfs.
+func Bake(ctx context.Context, rootfs, dst string, opts Options) error {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("bake: %s already exists", dst)
+	}
+	if err := run(ctx, "cp", "-a", "--reflink=auto", rootfs, dst); err != nil {
+		return err
+	}
+	for _, o := range opts.Overlays {
+		if err := copyTree(o, dst); err != nil {
+			return fmt.Errorf("overlay %s: %w", o, err)
+		}
+	}
+	for _, f := range opts.Files {
+		if err := placeFile(dst, f); err != nil {
+			return err
+		}
+	}
+	for _, g := range removed {
+		matches, err := filepath.Glob(filepath.Join(dst, g))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			if err := os.RemoveAll(m); err != nil {
+				return err
+			}
+		}
+	}
+	// "uninitialized" (not an empty file) gives systemd's first-boot
+	// semantics: a new machine id is committed to /etc on first boot and
+	// ConditionFirstBoot units (sshd-keygen) run. See machine-id(5).
+	if err := os.WriteFile(filepath.Join(dst, "etc/machine-id"), []byte("uninitialized\n"), 0o444); err != nil {
+		return err
+	}
+	for _, d := range []string{"var/log/journal"} {
+		if err := os.MkdirAll(filepath.Join(dst, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if len(opts.Enable) > 0 {
+		if err := run(ctx, "systemctl", append([]string{"--root=" + dst, "enable"}, opts.Enable...)...); err != nil {
+			return err
+		}
+	}
+	if len(opts.Mask) > 0 {
+		if err := run(ctx, "systemctl", append([]string{"--root=" + dst, "mask"}, opts.Mask...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyTree copies the regular files, directories and symlinks of src over
+// dst as root:root, keeping only the permission bits of src.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+			return os.Lchown(target, 0, 0)
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(target)
+			if err := os.Symlink(link, target); err != nil {
+				return err
+			}
+			return os.Lchown(target, 0, 0)
+		case d.Type().IsRegular():
+			return placeFile(dst, File{Path: "/" + rel, Source: p, Mode: info.Mode().Perm()})
+		default:
+			return fmt.Errorf("%s: unsupported file type %s", p, d.Type())
+		}
+	})
+}
+
+func placeFile(root string, f File) error {
+	if !filepath.IsAbs(f.Path) {
+		return fmt.Errorf("image path %q is not absolute", f.Path)
+	}
+	target := filepath.Join(root, f.Path)
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	// Replace, never write through: the target may be a symlink or a
+	// hard link shared with other files of the rootfs.
+	_ = os.Remove(target)
+	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.Mode)
+	if err != nil {
+		return fmt.Errorf("place %s: %w", f.Path, err)
+	}
+	if f.Source != "" {
+		in, err := os.Open(f.Source)
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("place %s: %w", f.Path, err)
+		}
+		_, err = io.Copy(out, in)
+		in.Close()
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("place %s from %s: %w", f.Path, f.Source, err)
+		}
+	} else if _, err := out.Write(f.Data); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	// Chmod again: the umask trimmed the mode given to OpenFile.
+	if err := os.Chmod(target, f.Mode); err != nil {
+		return err
+	}
+	return os.Chown(target, 0, 0)
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}

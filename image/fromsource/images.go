@@ -1,0 +1,125 @@
+package fromsource
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"kubeboot.dev/kubeboot/image/fetch"
+	"kubeboot.dev/kubeboot/image/lock"
+	"kubeboot.dev/kubeboot/image/oci"
+)
+
+// ImageRecipe says how one control-plane image is assembled from locked
+// binaries. Exported so tests and the import check use the same table.
+type ImageRecipe struct {
+	// Binaries maps a path in the image to a locked binary name.
+	Binaries   map[string]string
+	Entrypoint []string
+	User       string
+	// VersionArgs make the entrypoint print its version and exit 0.
+	VersionArgs []string
+	// Userland adds kube-proxy's iptables/nft/conntrack from Debian.
+	Userland bool
+	Dirs     []string
+}
+
+// Recipes are keyed by the last element of the image repository.
+var Recipes = map[string]ImageRecipe{
+	"kube-apiserver":          kubeImage("kube-apiserver"),
+	"kube-controller-manager": kubeImage("kube-controller-manager"),
+	"kube-scheduler":          kubeImage("kube-scheduler"),
+	"kube-proxy": func() ImageRecipe {
+		r := kubeImage("kube-proxy")
+		r.Userland = true
+		return r
+	}(),
+	// kubeadm's etcd static pod runs `etcd` by name with its data in
+	// /var/lib/etcd.
+	"etcd": {Binaries: map[string]string{"/usr/local/bin/etcd": "etcd", "/usr/local/bin/etcdctl": "etcdctl"},
+		Entrypoint: []string{"/usr/local/bin/etcd"}, VersionArgs: []string{"--version"}, Dirs: []string{"/var/lib/etcd", "/var/etcd"}},
+	"coredns": {Binaries: map[string]string{"/coredns": "coredns"}, Entrypoint: []string{"/coredns"}, VersionArgs: []string{"-version"}},
+	// The sandbox process needs no privileges; upstream also runs it as
+	// 65535.
+	"pause": {Binaries: map[string]string{"/pause": "pause"}, Entrypoint: []string{"/pause"}, User: "65535:65535", VersionArgs: []string{"-v"}},
+}
+
+func kubeImage(name string) ImageRecipe {
+	return ImageRecipe{Binaries: map[string]string{"/usr/local/bin/" + name: name},
+		Entrypoint: []string{"/usr/local/bin/" + name}, VersionArgs: []string{"--version"}}
+}
+
+// RecipeFor returns the recipe for an image reference.
+func RecipeFor(ref string) (ImageRecipe, bool) {
+	repo := ref[:strings.LastIndex(ref, ":")]
+	r, ok := Recipes[repo[strings.LastIndex(repo, "/")+1:]]
+	return r, ok
+}
+
+// assemble builds the image ref from binaries already in l and the cache,
+// stores its OCI archive in the cache and returns its lock entry.
+func (b *Builder) assemble(ctx context.Context, l *lock.Lock, ref string) (lock.Image, error) {
+	r, ok := RecipeFor(ref)
+	if !ok {
+		return lock.Image{}, fmt.Errorf("no recipe to assemble %s from source (known: kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd, coredns, pause)", ref)
+	}
+	task := b.Progress.Start("assemble "+ref, -1)
+	im, err := AssembleImage(b.Cache, l, ref, r)
+	task.Done(err)
+	return im, err
+}
+
+// AssembleImage builds ref per recipe from the locked files in cache and
+// writes its OCI archive into the cache.
+func AssembleImage(c *fetch.Cache, l *lock.Lock, ref string, r ImageRecipe) (lock.Image, error) {
+	var entries []oci.Entry
+	for at, name := range r.Binaries {
+		f, ok := l.File(name)
+		if !ok {
+			return lock.Image{}, fmt.Errorf("%s: binary %s is not built", ref, name)
+		}
+		entries = append(entries, oci.Entry{Path: at, Source: c.FilePath(f.SHA256), Mode: 0o755})
+	}
+	for _, d := range r.Dirs {
+		entries = append(entries, oci.Entry{Path: d, Dir: true})
+	}
+	if r.Userland {
+		var rootfs *lock.File
+		for i := range l.Files {
+			if l.Files[i].Kind == "rootfs" {
+				rootfs = &l.Files[i]
+			}
+		}
+		if rootfs == nil {
+			return lock.Image{}, fmt.Errorf("%s: no Debian rootfs in the lock for the iptables userland", ref)
+		}
+		more, err := kubeProxyUserland(c.FilePath(rootfs.SHA256))
+		if err != nil {
+			return lock.Image{}, err
+		}
+		entries = append(entries, more...)
+	}
+	img, err := oci.Build(c.TempDir(), oci.Config{Entrypoint: r.Entrypoint, Env: []string{oci.DefaultPath}, User: r.User}, entries)
+	if err != nil {
+		return lock.Image{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	defer img.Close()
+	p, err := c.PutImage(img, ref, "")
+	if err != nil {
+		return lock.Image{}, err
+	}
+	info, err := os.Stat(p)
+	if err != nil {
+		return lock.Image{}, err
+	}
+	sha, _, err := fetch.HashFile(p)
+	if err != nil {
+		return lock.Image{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return lock.Image{}, err
+	}
+	return lock.Image{Ref: ref, Source: "built", Digest: d.String(), ArchiveSHA256: sha, ArchiveSize: info.Size()}, nil
+}
