@@ -26,8 +26,10 @@ type backend interface {
 	Apply(env *stage.Env, p policy) ([]stage.Change, error)
 }
 
+// Validate checks the firewall section alone. Whether firewalld runs is
+// not checked here: it may still be starting, which Apply retries.
 func (s firewallStage) Validate(ctx context.Context, env *stage.Env) error {
-	_, _, err := resolve(ctx, env)
+	_, err := policyOf(env.Config)
 	return err
 }
 

@@ -382,7 +382,7 @@ func TestFirewalldNspawn(t *testing.T) {
 	c.waitFirewalld(t)
 
 	// Backend auto finds firewalld; no zone or interfaces: the default zone.
-	cfg := controllerConfig()
+	cfg := controllerConfig(t)
 	cfg.Firewall = machineconfig.Firewall{Backend: machineconfig.BackendAuto}
 	zone := c.mustExec(t, "firewall-cmd", "--get-default-zone")
 	if zone != "public" {

@@ -230,24 +230,21 @@ func assertDropped(tb testing.TB, err error, what string) {
 	}
 }
 
-// controllerConfig is the reference controller (configs/controller.yaml's
-// values) with the nftables backend forced, so a host running firewalld
-// does not divert the test.
-func controllerConfig() *machineconfig.MachineConfig {
-	return &machineconfig.MachineConfig{
-		APIVersion: machineconfig.APIVersion, Kind: machineconfig.Kind,
-		Role: machineconfig.RoleInit, Hostname: "controller.home.local",
-		Network: machineconfig.Network{Interfaces: []machineconfig.Interface{
-			{Name: "enp1s0", Match: &machineconfig.Match{MACAddress: "52:54:00:80:ad:b6"},
-				IPConfig: machineconfig.IPConfig{Addresses: []string{"172.16.0.11/24"}}},
-			{Name: "enp2s0", Match: &machineconfig.Match{MACAddress: "52:54:00:6a:9d:95"},
-				IPConfig: machineconfig.IPConfig{Addresses: []string{"10.0.0.11/24"}}},
-		}},
-		Firewall: machineconfig.Firewall{Backend: machineconfig.BackendNftables},
-		Kubernetes: machineconfig.Kubernetes{
-			Version: "v1.37.2", ControlPlaneEndpoint: "controller.home.local:6443", PodSubnet: "172.17.0.0/16",
-		},
+// loadConfig loads one of the repository's example configs
+// (configs/controller.yaml is the reference machine) with the nftables
+// backend forced, so a host running firewalld does not divert the test.
+func loadConfig(tb testing.TB, name string) *machineconfig.MachineConfig {
+	tb.Helper()
+	cfg, err := machineconfig.Load("../../configs/" + name)
+	if err != nil {
+		tb.Fatalf("load configs/%s: %v", name, err)
 	}
+	cfg.Firewall.Backend = machineconfig.BackendNftables
+	return cfg
+}
+
+func controllerConfig(tb testing.TB) *machineconfig.MachineConfig {
+	return loadConfig(tb, "controller.yaml")
 }
 
 func testEnv(tb testing.TB, ns netns.NsHandle, cfg *machineconfig.MachineConfig) *stage.Env {

@@ -52,7 +52,7 @@ func TestNftablesControlPlane(t *testing.T) {
 	}
 	listenTCP(t, l.clientNS, clientIP+":9000")
 
-	cfg := controllerConfig()
+	cfg := controllerConfig(t)
 	env := testEnv(t, l.nodeNS, cfg)
 
 	// Before: nothing filters, the unlisted port answers.
@@ -134,8 +134,10 @@ func TestNftablesWorker(t *testing.T) {
 	listenTCP(t, l.nodeNS, ":6443")
 	listenUDP(t, l.nodeNS, ":30000")
 	listenUDP(t, l.nodeNS, ":8081")
-	cfg := controllerConfig()
-	cfg.Role = machineconfig.RoleWorker
+	cfg := loadConfig(t, "worker.yaml")
+	if cfg.Role != machineconfig.RoleWorker {
+		t.Fatalf("configs/worker.yaml has role %q", cfg.Role)
+	}
 	env := testEnv(t, l.nodeNS, cfg)
 	changes := apply(t, env)
 	for _, want := range []string{"nftables: open 30000-32767/tcp", "nftables: open 30000-32767/udp", "nftables: open 10256/tcp", "nftables: open 10250/tcp"} {
@@ -154,7 +156,7 @@ func TestNftablesRestrictions(t *testing.T) {
 	l := newLab(t)
 	listenTCP(t, l.nodeNS, ":6443")
 	listenTCP(t, l.nodeNS, ":22")
-	cfg := controllerConfig()
+	cfg := controllerConfig(t)
 	cfg.Firewall.Interfaces = []string{"enp1s0"}
 	cfg.Firewall.Sources = []string{clientIP + "/32", "fd00::/64"}
 	env := testEnv(t, l.nodeNS, cfg)
@@ -185,7 +187,7 @@ func TestNftablesRestrictions(t *testing.T) {
 // A rule deleted by hand is noticed and put back, giving the same ruleset.
 func TestNftablesRepairsTampering(t *testing.T) {
 	l := newLab(t)
-	env := testEnv(t, l.nodeNS, controllerConfig())
+	env := testEnv(t, l.nodeNS, controllerConfig(t))
 	apply(t, env)
 	want := nftJSON(t, l.node)
 	handle := ""
@@ -224,7 +226,7 @@ func stripHandles(s string) string {
 
 func BenchmarkApplyNoChange(b *testing.B) {
 	l := newLab(b)
-	env := testEnv(b, l.nodeNS, controllerConfig())
+	env := testEnv(b, l.nodeNS, controllerConfig(b))
 	st := New()
 	if _, err := st.Apply(context.Background(), env); err != nil {
 		b.Fatal(err)

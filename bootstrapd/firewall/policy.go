@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -32,35 +31,14 @@ func (p Port) Range() string {
 
 var protocols = []string{"tcp", "udp", "sctp"}
 
-// ParsePort reads "N/proto" or "N-M/proto".
-func ParsePort(s string) (Port, error) {
-	num, proto, ok := strings.Cut(s, "/")
-	if !ok || !slices.Contains(protocols, proto) {
-		return Port{}, fmt.Errorf("%q: want N/proto or N-M/proto with proto tcp, udp or sctp", s)
-	}
-	lo, hi, isRange := strings.Cut(num, "-")
-	first, err := parsePortNumber(lo)
+// parsePort reads "N/proto" or "N-M/proto" (validated already by
+// machineconfig; the error still says what is wrong).
+func parsePort(s string) (Port, error) {
+	from, to, proto, err := machineconfig.ParsePort(s)
 	if err != nil {
-		return Port{}, fmt.Errorf("%q: %w", s, err)
+		return Port{}, err
 	}
-	last := first
-	if isRange {
-		if last, err = parsePortNumber(hi); err != nil {
-			return Port{}, fmt.Errorf("%q: %w", s, err)
-		}
-		if last < first {
-			return Port{}, fmt.Errorf("%q: range end %d is below its start %d", s, last, first)
-		}
-	}
-	return Port{Proto: proto, First: first, Last: last}, nil
-}
-
-func parsePortNumber(s string) (uint16, error) {
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("port %q is not a number in 1-65535", s)
-	}
-	return uint16(n), nil
+	return Port{Proto: proto, First: uint16(from), Last: uint16(to)}, nil
 }
 
 // RolePorts are the inbound ports Kubernetes needs on a node of the role
@@ -101,7 +79,7 @@ func policyOf(cfg *machineconfig.MachineConfig) (policy, error) {
 		p.ports = append(p.ports, RolePorts(cfg.Role)...)
 	}
 	for i, s := range fw.Ports {
-		port, err := ParsePort(s)
+		port, err := parsePort(s)
 		if err != nil {
 			return policy{}, fmt.Errorf("firewall.ports[%d]: %w", i, err)
 		}

@@ -8,30 +8,8 @@ import (
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
-func TestParsePort(t *testing.T) {
-	for in, want := range map[string]Port{
-		"6443/tcp":        {"tcp", 6443, 6443},
-		"30000-32767/udp": {"udp", 30000, 32767},
-		"9000/sctp":       {"sctp", 9000, 9000},
-		"65535/tcp":       {"tcp", 65535, 65535},
-	} {
-		got, err := ParsePort(in)
-		if err != nil || got != want {
-			t.Errorf("ParsePort(%q) = %v, %v; want %v", in, got, err, want)
-		}
-		if got.String() != in {
-			t.Errorf("%v.String() = %q, want %q", got, got.String(), in)
-		}
-	}
-	for _, in := range []string{"6443", "6443/icmp", "0/tcp", "65536/tcp", "20-10/tcp", "a-b/udp", "/tcp"} {
-		if _, err := ParsePort(in); err == nil {
-			t.Errorf("ParsePort(%q): want an error", in)
-		}
-	}
-}
-
 func TestPolicyOf(t *testing.T) {
-	cfg := controllerConfig()
+	cfg := controllerConfig(t)
 	cfg.Firewall.Ports = []string{"6443/tcp", "2381/tcp", "10251-10258/tcp", "53/udp"}
 	cfg.Firewall.Sources = []string{"10.0.0.5", "172.16.0.99/24", "172.16.0.7", "fd00::/64"}
 	p, err := policyOf(cfg)
@@ -71,7 +49,7 @@ func TestPolicyOf(t *testing.T) {
 		"firewall.interfaces[0]": func(f *machineconfig.Firewall) { f.Interfaces = []string{"a-name-longer-than-15"} },
 		"firewall.sshPort":       func(f *machineconfig.Firewall) { n := 70000; f.SSHPort = &n },
 	} {
-		cfg := controllerConfig()
+		cfg := controllerConfig(t)
 		mutate(&cfg.Firewall)
 		if _, err := policyOf(cfg); err == nil || !strings.HasPrefix(err.Error(), field+":") {
 			t.Errorf("want an error naming %s, got %v", field, err)
@@ -101,7 +79,7 @@ func TestRolePorts(t *testing.T) {
 // The words the plan uses for what the kernel holds must match the words for
 // what is wanted, or an applied table would never look applied.
 func TestDescribeElementsRoundTrip(t *testing.T) {
-	cfg := controllerConfig()
+	cfg := controllerConfig(t)
 	cfg.Firewall.Ports = []string{"65535/tcp", "1/udp", "30000-32767/udp"}
 	cfg.Firewall.Interfaces = []string{"enp2s0", "enp1s0"}
 	cfg.Firewall.Sources = []string{"0.0.0.0/0", "::/1", "8000::/1", "2001:db8::/127"}
