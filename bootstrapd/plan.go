@@ -89,7 +89,7 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 	}
 	o.Log.Info("machine config loaded", "source", res.Source, "hash", res.Config.Hash())
 	if record {
-		if err := st.PutSource(state.Source{Source: res.Source, ConfigHash: res.Config.Hash(), InstanceID: res.InstanceID, Loaded: time.Now()}); err != nil {
+		if err := recordSource(st, res); err != nil {
 			return nil, err
 		}
 	}
@@ -124,4 +124,18 @@ func PlanChanges(ctx context.Context, o Options) (*Prepared, []engine.Planned, e
 	}
 	planned, err := p.Engine.Plan(ctx, p.Selected)
 	return p, planned, err
+}
+
+// recordSource notes where the config came from, keeping the first time it
+// was seen: a rerun with the same config writes nothing.
+func recordSource(st *state.Store, res *source.Result) error {
+	rec := state.Source{Source: res.Source, ConfigHash: res.Config.Hash(), InstanceID: res.InstanceID, Loaded: time.Now()}
+	prev, err := st.Source()
+	if err != nil {
+		return err
+	}
+	if prev != nil && prev.Source == rec.Source && prev.ConfigHash == rec.ConfigHash && prev.InstanceID == rec.InstanceID {
+		return nil
+	}
+	return st.PutSource(rec)
 }

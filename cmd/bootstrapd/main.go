@@ -219,7 +219,7 @@ func printStatus(st *state.Store, w io.Writer) error {
 	current := ""
 	if src != nil {
 		current = src.ConfigHash
-		fmt.Fprintf(w, "source:  %s\nconfig:  %s (loaded %s)\n", src.Source, src.ConfigHash, src.Loaded.Format(time.RFC3339))
+		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", src.Source, src.ConfigHash, src.Loaded.Format(time.RFC3339))
 		if src.InstanceID != "" {
 			fmt.Fprintf(w, "instance-id: %s\n", src.InstanceID)
 		}
