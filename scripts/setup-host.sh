@@ -9,6 +9,7 @@ pkgs=(
   systemd-container mmdebstrap    # nspawn boots for firewalld/systemd tests, rootfs builds
   busybox-static socat jq
   dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
+  kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
 )
 missing=()
 for p in "${pkgs[@]}"; do
