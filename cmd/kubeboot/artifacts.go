@@ -223,4 +223,3 @@ func mib(n int64) string {
 	}
 	return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
 }
-

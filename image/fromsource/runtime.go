@@ -79,7 +79,7 @@ func cniModule(version string, plugins []string) (*goModule, error) {
 			return nil, &unknownPluginError{p}
 		}
 		m.targets = append(m.targets, goTarget{name: "cni-" + p, kind: "cni-plugin", version: version,
-			pkg: "github.com/containernetworking/plugins/plugins/" + sub,
+			pkg:     "github.com/containernetworking/plugins/plugins/" + sub,
 			ldflags: []string{"-X", "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=" + version}})
 	}
 	return m, nil

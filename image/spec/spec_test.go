@@ -1,0 +1,80 @@
+package spec
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestShippedSpecsAreValid(t *testing.T) {
+	for _, p := range []string{"../../configs/image.yaml", "../../configs/image-upstream.yaml"} {
+		s, err := Load(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if s.Kubernetes.Version != "v1.37.2" || len(s.Images.ControlPlane) != 7 {
+			t.Errorf("%s: version %s, %d control-plane images", p, s.Kubernetes.Version, len(s.Images.ControlPlane))
+		}
+		if got := s.LockPath(); got != strings.TrimSuffix(p, ".yaml")+".lock" {
+			t.Errorf("%s: lock path %s", p, got)
+		}
+		if s.Resolve(s.Overlays) != filepath.Join(filepath.Dir(p), "../overlays") {
+			t.Errorf("%s: overlays resolve to %s", p, s.Resolve(s.Overlays))
+		}
+	}
+}
+
+const valid = `apiVersion: kubeboot.dev/v1alpha1
+kind: ImageSpec
+source: fromSource
+kubernetes: {version: v1.31.14}
+runtime: {containerd: v2.4.2, runc: v1.5.2, crictl: v1.31.1, cniPlugins: {version: v1.10.0, plugins: [bridge]}}
+images: {controlPlane: [registry.k8s.io/pause:3.10]}
+base: {suite: trixie, mirror: http://deb.debian.org/debian}
+output: {formats: [raw], diskSize: 8GiB}
+`
+
+func TestParseValidOlderMinor(t *testing.T) {
+	if _, err := Parse("t.yaml", []byte(valid)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseReportsEveryProblemWithItsField(t *testing.T) {
+	bad := strings.NewReplacer(
+		"v1.31.14", "1.31",
+		"v2.4.2", "latest",
+		"registry.k8s.io/pause:3.10", "pause",
+		"[raw]", "[vmdk]",
+		"source: fromSource", "source: magic",
+	).Replace(valid)
+	_, err := Parse("t.yaml", []byte(bad))
+	if err == nil {
+		t.Fatal("invalid spec accepted")
+	}
+	for _, want := range []string{"t.yaml: kubernetes.version", "t.yaml: runtime.containerd", "images.controlPlane[0]", "output.formats", "t.yaml: source"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestParseRejectsUnknownKeys(t *testing.T) {
+	_, err := Parse("t.yaml", []byte(valid+"extra: 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "t.yaml") || !strings.Contains(err.Error(), "extra") {
+		t.Fatalf("unknown key not reported with file and name: %v", err)
+	}
+}
+
+func TestUpstreamNeedsFiles(t *testing.T) {
+	_, err := Parse("t.yaml", []byte(strings.Replace(valid, "fromSource", "upstream", 1)))
+	if err == nil || !strings.Contains(err.Error(), "upstream.files") {
+		t.Fatalf("want upstream.files error, got %v", err)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	if got := Expand("https://dl.k8s.io/release/{version}/bin/linux/{arch}/kubeadm", "v1.37.2"); got != "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubeadm" {
+		t.Fatal(got)
+	}
+}
