@@ -58,7 +58,7 @@ func startUpstream(t *testing.T) *upstream {
 		"/release/v1.37.2/bin/linux/amd64/kubeadm": []byte("kubeadm-bytes"),
 		"/release/v1.37.2/bin/linux/amd64/kubelet": []byte("kubelet-bytes"),
 		"/release/v1.37.2/bin/linux/amd64/kubectl": []byte("kubectl-bytes"),
-		"/runc.amd64": []byte("runc-bytes"),
+		"/runc.amd64":    []byte("runc-bytes"),
 		"/crictl.tar.gz": targz(t, map[string]string{"crictl": "crictl-bytes"}),
 		"/containerd.tar.gz": targz(t, map[string]string{"bin/containerd": "containerd-bytes",
 			"bin/containerd-shim-runc-v2": "shim-bytes", "bin/ctr": "ctr-bytes", "bin/other": "x"}),
