@@ -114,6 +114,50 @@ func (e *Engine) Validate(ctx context.Context, stages []stage.Stage) error {
 	return errors.Join(errs...)
 }
 
+// validateWithRetry validates like Validate, retrying with the backoff as
+// long as every problem is temporary: a NIC that udev has not brought up
+// yet fails validation now and passes a few seconds later.
+func (e *Engine) validateWithRetry(ctx context.Context, stages []stage.Stage) (int, error) {
+	b := e.backoff()
+	wait := b.Initial
+	for attempt := 1; ; attempt++ {
+		var errs []error
+		allTemporary := true
+		for _, s := range stages {
+			v, ok := s.(stage.Validator)
+			if !ok {
+				continue
+			}
+			if err := v.Validate(ctx, e.Env); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
+				allTemporary = allTemporary && stage.IsTemporary(err)
+			}
+		}
+		if len(errs) == 0 {
+			return attempt, nil
+		}
+		err := errors.Join(errs...)
+		if !allTemporary || attempt >= b.Attempts {
+			return attempt, err
+		}
+		e.Env.Log.Warn("validation failed for now; retrying", "err", err, "attempt", attempt, "wait", wait.String())
+		e.status(fmt.Sprintf("validating: retry %d/%d in %s: %v", attempt+1, b.Attempts, wait, err))
+		select {
+		case <-ctx.Done():
+			return attempt, fmt.Errorf("%w (stopped while waiting to retry: %v)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, b.Max)
+	}
+}
+
+func (e *Engine) backoff() Backoff {
+	if e.Backoff.Attempts < 1 {
+		return DefaultBackoff
+	}
+	return e.Backoff
+}
+
 // Plan lists what each stage would change now, changing nothing.
 func (e *Engine) Plan(ctx context.Context, stages []stage.Stage) ([]Planned, error) {
 	hash := e.Env.Config.Hash()
@@ -149,8 +193,8 @@ func (e *Engine) Run(ctx context.Context, plan, selected []stage.Stage) ([]Outco
 	}
 
 	e.status("validating")
-	if err := e.Validate(ctx, selected); err != nil {
-		return nil, e.fail("validate", 1, err)
+	if attempts, err := e.validateWithRetry(ctx, selected); err != nil {
+		return nil, e.fail("validate", attempts, err)
 	}
 
 	var outcomes []Outcome
@@ -214,10 +258,7 @@ func (e *Engine) runStage(ctx context.Context, s stage.Stage, hash string) (Outc
 }
 
 func (e *Engine) applyWithRetry(ctx context.Context, s stage.Stage, log *slog.Logger) ([]stage.Change, int, error) {
-	b := e.Backoff
-	if b.Attempts < 1 {
-		b = DefaultBackoff
-	}
+	b := e.backoff()
 	wait := b.Initial
 	for attempt := 1; ; attempt++ {
 		changes, err := s.Apply(ctx, e.Env)

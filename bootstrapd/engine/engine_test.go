@@ -359,3 +359,43 @@ func TestPlanChangesNothing(t *testing.T) {
 		t.Errorf("Plan wrote %v", entries)
 	}
 }
+
+// lateLinkStage fails validation temporarily, like a NIC udev has not
+// brought up yet.
+type lateLinkStage struct {
+	fileStage
+	failures, calls int
+}
+
+func (s *lateLinkStage) Validate(context.Context, *stage.Env) error {
+	s.calls++
+	if s.calls <= s.failures {
+		return stage.Temporary(errors.New("no link with MAC 52:54:00:80:ad:b6 yet"))
+	}
+	return nil
+}
+
+func TestTemporaryValidationErrorsAreRetried(t *testing.T) {
+	e := newEngine(t, "n1")
+	late := &lateLinkStage{fileStage: fileStage{name: "network", path: "/etc/net"}, failures: 2}
+	plan := []stage.Stage{late}
+	if _, err := e.Run(context.Background(), plan, plan); err != nil {
+		t.Fatal(err)
+	}
+	if late.calls != 3 || late.applies != 1 {
+		t.Errorf("validated %d times, applied %d times; want 3 and 1", late.calls, late.applies)
+	}
+
+	// A permanent problem next to a temporary one is not worth waiting for.
+	e = newEngine(t, "n1")
+	late = &lateLinkStage{fileStage: fileStage{name: "network", path: "/etc/net"}, failures: 10}
+	bad := &invalidStage{fileStage{name: "other", path: "/etc/other"}}
+	plan = []stage.Stage{late, bad}
+	_, err := e.Run(context.Background(), plan, plan)
+	if err == nil || !strings.Contains(err.Error(), "yet") || !strings.Contains(err.Error(), "other: no link") {
+		t.Fatalf("err = %v, want both problems", err)
+	}
+	if late.calls != 1 {
+		t.Errorf("validated %d times, want 1", late.calls)
+	}
+}

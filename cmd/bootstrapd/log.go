@@ -50,12 +50,19 @@ type journalHandler struct {
 func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
 
 func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
+	msg, pri, fields := h.entry(r)
+	return journal.Send(msg, pri, fields)
+}
+
+// entry turns a record into a journal entry: MESSAGE reads like the text
+// handler's line (journalctl shows only it), and every attribute is also a
+// field of its own.
+func (h *journalHandler) entry(r slog.Record) (string, journal.Priority, map[string]string) {
 	fields := map[string]string{}
 	var msg strings.Builder
 	msg.WriteString(r.Message)
 	add := func(key string, v slog.Value) {
-		v = v.Resolve()
-		s := v.String()
+		s := v.Resolve().String()
 		fields[journalField(key)] = s
 		if strings.ContainsAny(s, " \t\n\"=") {
 			s = strconv.Quote(s)
@@ -78,7 +85,7 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 	case r.Level < slog.LevelInfo:
 		pri = journal.PriDebug
 	}
-	return journal.Send(msg.String(), pri, fields)
+	return msg.String(), pri, fields
 }
 
 func (h *journalHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -388,9 +388,30 @@ func noSecrets(t *testing.T, where, text string) {
 func TestControllerHostNetworkFirewall(t *testing.T) {
 	needRootAndTools(t)
 	n := newNode(t)
+	planArgs := []string{"plan", "--config", controllerConfig, "--root", n.root, "--only", "hostname,network,firewall"}
+	out := n.mustRun(planArgs...)
+	for _, want := range []string{"hostname: 3 changes", "enp1s0: add address 172.16.0.11/24", "firewall: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan output lacks %q:\n%s", want, out)
+		}
+	}
+	if entries, _ := os.ReadDir(n.root); len(entries) != 0 || n.hostname() != "image-default" {
+		t.Fatalf("plan changed the node: %v, hostname %q", entries, n.hostname())
+	}
+
 	args := []string{"run", "--config", controllerConfig, "--root", n.root, "--only", "hostname,network,firewall"}
-	out := n.mustRun(args...)
+	notes := listenNotify(t)
+	code, out := n.bootstrapd([]string{"NOTIFY_SOCKET=" + notes.path}, args...)
+	if code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, out)
+	}
 	noSecrets(t, "the first run's output", out)
+	got := notes.messages(t)
+	for _, want := range []string{"STATUS=validating", "STATUS=applying network", "READY=1\nSTATUS=applied; 24 changes"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("sd_notify messages %q lack %q", got, want)
+		}
+	}
 
 	k := n.kernel()
 	if k.Hostname != "controller.home.local" {
@@ -498,5 +519,82 @@ func TestCrashAtEachStageBoundary(t *testing.T) {
 				noSecrets(t, p, content)
 			}
 		})
+	}
+}
+
+// notifySocket stands in for systemd's NOTIFY_SOCKET.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &notifySocket{path: p, conn: c}
+}
+
+// messages returns what was sent so far.
+func (s *notifySocket) messages(t *testing.T) []string {
+	var out []string
+	buf := make([]byte, 4096)
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := s.conn.Read(buf)
+		if err != nil {
+			return out
+		}
+		out = append(out, string(buf[:n]))
+	}
+}
+
+// TestFailureMarker runs a config whose module cannot be loaded: the run
+// fails in sysprep, the failed marker and status say so, and a run with a
+// good config clears the marker.
+func TestFailureMarker(t *testing.T) {
+	needRootAndTools(t)
+	if swaps, _ := os.ReadFile("/proc/swaps"); strings.Count(strings.TrimSpace(string(swaps)), "\n") > 0 {
+		t.Skip("the host has active swap; sysprep would turn it off for the whole machine")
+	}
+	n := newNode(t)
+	good, err := os.ReadFile(controllerConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, append(good, "system:\n  modules: [kubeboot_no_such_module]\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := n.bootstrapd(nil, "run", "--config", bad, "--root", n.root, "--only", "hostname,sysprep")
+	if code != exitFail || !strings.Contains(out, "stage sysprep: kernel module kubeboot_no_such_module") && !strings.Contains(out, "stage sysprep: modprobe kubeboot_no_such_module") {
+		t.Fatalf("exit %d, want 1 with the module named:\n%s", code, out)
+	}
+	data, err := os.ReadFile(filepath.Join(n.root, "var/lib/kubeboot/failed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ Stage, Reason string }
+	decode(t, string(data), &f)
+	if f.Stage != "sysprep" || !strings.Contains(f.Reason, "kubeboot_no_such_module") {
+		t.Errorf("failed marker = %s", data)
+	}
+	if info, _ := os.Stat(filepath.Join(n.root, "var/lib/kubeboot/failed")); info.Mode().Perm() != 0o600 {
+		t.Errorf("failed marker mode %v", info.Mode())
+	}
+	status := n.mustRun("status", "--root", n.root)
+	if !strings.Contains(status, "failed:  stage sysprep at ") {
+		t.Errorf("status:\n%s", status)
+	}
+	noSecrets(t, "the failed marker", string(data))
+	noSecrets(t, "status", status)
+
+	n.mustRun("run", "--config", controllerConfig, "--root", n.root, "--only", "hostname,sysprep")
+	if _, err := os.Stat(filepath.Join(n.root, "var/lib/kubeboot/failed")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("failed marker still there after a good run: %v", err)
 	}
 }
