@@ -105,6 +105,11 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 
 // FirstBoot runs the whole procedure: source, validate, the stages, done.
 func FirstBoot(ctx context.Context, o Options) ([]engine.Outcome, error) {
+	release, err := state.Open(o.Root).Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	p, err := Prepare(ctx, o, true)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
 )
 
@@ -164,4 +166,26 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
+}
+
+// Lock takes the state directory for one run, so that a second bootstrapd
+// (an operator's `bootstrapd run` while the service runs) fails at once
+// instead of interleaving its changes and records with the first one's.
+// The kernel drops the lock when the process ends, even on a crash.
+func (s *Store) Lock() (release func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another bootstrapd is running on %s; wait for it (bootstrapd status shows its progress)", s.Dir)
+		}
+		return nil, fmt.Errorf("state: lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
 }
