@@ -114,17 +114,19 @@ func resolve(ctx context.Context, env *stage.Env) (backend, policy, error) {
 // in, i.e. the stage has nothing left to do with the backend it would use.
 // It is false for backend none, where bootstrapd cannot vouch for anything.
 //
-// The kubeadm stage uses it before kubeadm init / join --control-plane: their
-// preflight check "Firewalld" (k8s.io/kubernetes v1.37.2
-// cmd/kubeadm/app/preflight/checks.go:192-222) only asks systemd whether
-// firewalld.service is active and then always warns "firewalld is active,
-// please ensure ports [6443 10250] are open". ignorePreflightErrors does not
-// silence it (RunChecks only turns errors into warnings and prints every
-// warning). So the kubeadm stage runs the preflight phase itself
-// (`kubeadm init phase preflight` / `kubeadm join phase preflight`), and when
-// PortsOpen is true replaces exactly that warning with its own verified
-// statement, then runs kubeadm with `--skip-phases=preflight` (skipPhases in
-// the config). When PortsOpen is false the warning is passed on.
+// It is for the kubeadm stage. kubeadm's preflight check "Firewalld"
+// (k8s.io/kubernetes v1.37.2 cmd/kubeadm/app/preflight/checks.go:192-222,
+// run by init and join --control-plane) only asks systemd whether
+// firewalld.service is active, then always warns "firewalld is active,
+// please ensure ports [6443 10250] are open". Ignoring it does not help:
+// RunChecks turns ignored errors into warnings and prints every warning
+// (verified: with both ports open and ignorePreflightErrors: [Firewalld]
+// the warning still appears). So when PortsOpen is true the kubeadm stage
+// runs the preflight itself (`kubeadm init phase preflight --config F`, or
+// `kubeadm join phase preflight`), drops exactly the "[WARNING Firewalld]"
+// line, logs instead which ports it verified open, and runs kubeadm with
+// skipPhases: [preflight] so the check does not run twice. When PortsOpen is
+// false the warning is passed on untouched.
 func PortsOpen(ctx context.Context, env *stage.Env) (bool, error) {
 	b, p, err := resolve(ctx, env)
 	if err != nil || b == nil {

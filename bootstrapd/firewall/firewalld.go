@@ -51,7 +51,11 @@ func (f *firewalldBackend) running() bool {
 func (f *firewalldBackend) call(path dbus.ObjectPath, method string, out any, args ...any) error {
 	call := f.conn.Object(firewalldName, path).CallWithContext(f.ctx, method, 0, args...)
 	if call.Err != nil {
-		return fmt.Errorf("firewalld: %s%s: %w", method[strings.LastIndexByte(method, '.')+1:], fmtArgs(args), call.Err)
+		err := fmt.Errorf("firewalld: %s%s: %w", method[strings.LastIndexByte(method, '.')+1:], fmtArgs(args), call.Err)
+		if transient(call.Err) {
+			return stage.Temporary(err)
+		}
+		return err
 	}
 	if out == nil {
 		return nil
@@ -65,6 +69,21 @@ func fmtArgs(args []any) string {
 		parts[i] = fmt.Sprint(a)
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// transient errors come from firewalld (re)starting or being too busy to
+// answer; the engine retries them.
+func transient(err error) bool {
+	var dbusErr dbus.Error
+	if !errors.As(err, &dbusErr) {
+		return false
+	}
+	switch dbusErr.Name {
+	case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner",
+		"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout":
+		return true
+	}
+	return false
 }
 
 // alreadyDone is firewalld's answer to adding what is there already

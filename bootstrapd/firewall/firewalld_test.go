@@ -298,8 +298,18 @@ func (c *container) mustExec(t *testing.T, args ...string) string {
 	return strings.TrimSpace(out)
 }
 
-// stage runs the firewall stage inside the container.
+// stage runs the firewall stage inside the container and fails the test
+// on an error.
 func (c *container) stage(t *testing.T, op string, cfg *machineconfig.MachineConfig) innerResult {
+	t.Helper()
+	res := c.stageResult(t, op, cfg)
+	if res.Error != "" {
+		t.Fatalf("%s in the container: %s", op, res.Error)
+	}
+	return res
+}
+
+func (c *container) stageResult(t *testing.T, op string, cfg *machineconfig.MachineConfig) innerResult {
 	t.Helper()
 	req, err := json.Marshal(innerRequest{Op: op, Config: cfg})
 	if err != nil {
@@ -312,9 +322,6 @@ func (c *container) stage(t *testing.T, op string, cfg *machineconfig.MachineCon
 	var res innerResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("%s: reading %q: %v", op, out, err)
-	}
-	if res.Error != "" {
-		t.Fatalf("%s in the container: %s", op, res.Error)
 	}
 	return res
 }
@@ -447,6 +454,11 @@ func TestFirewalldNspawn(t *testing.T) {
 	c.mustExec(t, "firewall-cmd", "--reload")
 	wantChanges(t, "apply after firewall-cmd --reload", c.stage(t, "apply", cfg).Changes)
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp after reload")
+
+	cfg.Firewall.Zone = "nosuchzone"
+	if res := c.stageResult(t, "apply", cfg); !strings.Contains(res.Error, `firewall.zone "nosuchzone"`) {
+		t.Errorf("apply with an unknown zone: want an error naming firewall.zone, got %+v", res)
+	}
 }
 
 func changeStrings(cs []stage.Change) []string {

@@ -58,6 +58,9 @@ func TestNftablesControlPlane(t *testing.T) {
 	// Before: nothing filters, the unlisted port answers.
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":8081"), "8081 before apply")
 
+	if open, err := PortsOpen(context.Background(), env); err != nil || open {
+		t.Errorf("PortsOpen before apply = %v, %v; want false", open, err)
+	}
 	planned := plan(t, env)
 	changes := apply(t, env)
 	wantChanges(t, "first apply", changes, []string{
@@ -88,6 +91,10 @@ func TestNftablesControlPlane(t *testing.T) {
 		}
 	} else {
 		t.Log("busybox not installed: ICMP echo not probed")
+	}
+
+	if open, err := PortsOpen(context.Background(), env); err != nil || !open {
+		t.Errorf("PortsOpen after apply = %v, %v; want true", open, err)
 	}
 
 	// Idempotent: nothing to do, and the kernel ruleset is byte-identical.
