@@ -49,11 +49,7 @@ func (s firewallStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Chang
 		return nil, err
 	}
 	defer closeBackend(b)
-	changes, err := b.Apply(env, p)
-	for _, c := range changes {
-		env.Log.Info("firewall", "change", string(c))
-	}
-	return changes, err
+	return b.Apply(env, p) // the engine logs the changes
 }
 
 // noneChange is what Plan says for backend none: nothing will be done, on
