@@ -1,0 +1,265 @@
+package fromsource
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kubeboot.dev/kubeboot/image/artifacts"
+	"kubeboot.dev/kubeboot/image/fetch"
+	"kubeboot.dev/kubeboot/image/lock"
+	"kubeboot.dev/kubeboot/image/progress"
+	"kubeboot.dev/kubeboot/image/spec"
+)
+
+const specPath = "../../configs/image.yaml"
+
+// The full build takes about half an hour cold on two cores, so it only
+// runs when asked: KUBEBOOT_TEST_FROM_SOURCE=1 (make artifacts runs the
+// same build through the CLI). It uses the real cache, so a warm run takes
+// seconds.
+func requireFromSource(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("KUBEBOOT_TEST_FROM_SOURCE") != "1" {
+		t.Skip("set KUBEBOOT_TEST_FROM_SOURCE=1 to run the from-source build (slow; make artifacts does the same)")
+	}
+	dir, err := fetch.DefaultDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestFromSourceBuild(t *testing.T) {
+	cacheDir := requireFromSource(t)
+	s, err := spec.Load(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fetch.Open(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Builder{Spec: s, Cache: c, Progress: &progress.Lines{W: testWriter{t}}, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+	l, err := b.Build(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := func(name string) string {
+		f, ok := l.File(name)
+		if !ok {
+			t.Fatalf("%s not in the lock", name)
+		}
+		return c.FilePath(f.SHA256)
+	}
+	for _, check := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"kubeadm", []string{"version", "-o", "short"}, "v1.37.2"},
+		{"kubelet", []string{"--version"}, "Kubernetes v1.37.2"},
+		{"kubectl", []string{"version", "--client"}, "v1.37.2"},
+		{"kube-apiserver", []string{"--version"}, "Kubernetes v1.37.2"},
+		{"kube-controller-manager", []string{"--version"}, "Kubernetes v1.37.2"},
+		{"kube-scheduler", []string{"--version"}, "Kubernetes v1.37.2"},
+		{"kube-proxy", []string{"--version"}, "Kubernetes v1.37.2"},
+		{"etcd", []string{"--version"}, "etcd Version: 3.7.0"},
+		{"etcdctl", []string{"version"}, "3.7.0"},
+		{"coredns", []string{"-version"}, "CoreDNS-1.14.6"},
+		{"crictl", []string{"--version"}, "v1.36.0"},
+		{"containerd", []string{"--version"}, "v2.4.2"},
+		{"ctr", []string{"--version"}, "v2.4.2"},
+		{"runc", []string{"--version"}, "1.5.2"},
+		{"pause", []string{"-v"}, "3.10.2"},
+	} {
+		out, err := exec.Command(bin(check.name), check.args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), check.want) {
+			t.Errorf("%s %v: %v, output %q lacks %q", check.name, check.args, err, out, check.want)
+		}
+	}
+	for _, p := range s.Runtime.CNIPlugins.Plugins {
+		cmd := exec.Command(bin("cni-" + p))
+		cmd.Env = []string{"CNI_COMMAND=VERSION"}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "supportedVersions") {
+			t.Errorf("CNI plugin %s: %v %s", p, err, out)
+		}
+	}
+	// The image set is what the built kubeadm asks for, one for one.
+	refs, err := kubeadmImages(context.Background(), bin("kubeadm"), "v1.37.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != len(l.Images) {
+		t.Errorf("kubeadm lists %d images, the lock has %d", len(refs), len(l.Images))
+	}
+	for _, r := range refs {
+		if _, ok := l.Image(r); !ok {
+			t.Errorf("kubeadm needs %s, not in the lock", r)
+		}
+	}
+	// Reproducibility: a committed lock from an earlier build must agree.
+	if old, err := lock.Read(spec.LockPathFor(specPath)); err == nil && old.GoVersion == l.GoVersion {
+		for _, im := range l.Images {
+			if o, ok := old.Image(im.Ref); ok && o.Digest != im.Digest {
+				t.Errorf("%s: digest %s differs from the committed lock's %s", im.Ref, im.Digest, o.Digest)
+			}
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// privateContainerd runs our own containerd v2 from the cache with its own
+// root, state and socket in a temp dir (CRI and NRI off), and stops it and
+// unmounts everything it left when the test ends.
+func privateContainerd(t *testing.T, set *artifacts.Set) (ctr func(args ...string) (string, error)) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kubeboot-ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	binDir := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if err := os.Symlink(set.Binaries[n], filepath.Join(binDir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "containerd.sock")
+	config := fmt.Sprintf(`version = 3
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc", filepath.Join(dir, "opt"))
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "containerd"), "--config", cfgPath)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		unmountUnder(dir)
+	})
+	ctr = func(args ...string) (string, error) {
+		c := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", sock, "--namespace", "k8s.io"}, args...)...)
+		c.Env = env
+		out, err := c.CombinedOutput()
+		return string(out), err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := ctr("version"); err == nil {
+			return ctr
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+			t.Fatalf("private containerd did not come up:\n%s", log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// unmountUnder lazily unmounts every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
+
+// TestImagesImportIntoContainerd imports every image archive of the built
+// set into a private containerd v2.4.2 (our own build) and runs each
+// image's entrypoint with its version flag, plus kube-proxy's iptables.
+func TestImagesImportIntoContainerd(t *testing.T) {
+	cacheDir := requireFromSource(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run containerd and runc")
+	}
+	set, err := artifacts.LoadWithCache(specPath, cacheDir)
+	if err != nil {
+		t.Skipf("the from-source set is not built yet (run make artifacts): %v", err)
+	}
+	ctr := privateContainerd(t, set)
+	for i, im := range set.Images {
+		start := time.Now()
+		if out, err := ctr("images", "import", im.Path); err != nil {
+			t.Fatalf("ctr images import %s: %v\n%s", im.Path, err, out)
+		}
+		imported := time.Since(start)
+		out, err := ctr("images", "ls", "-q", "name=="+im.Ref)
+		if err != nil || strings.TrimSpace(out) != im.Ref {
+			t.Fatalf("%s not listed after import: %v %q", im.Ref, err, out)
+		}
+		r, _ := RecipeFor(im.Ref)
+		id := fmt.Sprintf("kubeboot-version-%d", i)
+		args := append([]string{"run", "--rm", im.Ref, id}, append(r.Entrypoint, r.VersionArgs...)...)
+		out, err = ctr(args...)
+		if err != nil {
+			t.Errorf("%s: %v: %v\n%s", im.Ref, append(r.Entrypoint, r.VersionArgs...), err, out)
+			continue
+		}
+		t.Logf("%s (import %s): %s", im.Ref, imported.Round(time.Millisecond), strings.TrimSpace(out))
+		if r.Userland {
+			for j, cmd := range [][]string{{"iptables", "--version"}, {"ip6tables-save", "--version"}, {"nft", "--version"}, {"conntrack", "--version"}} {
+				out, err := ctr(append([]string{"run", "--rm", im.Ref, fmt.Sprintf("%s-%d", id, j)}, cmd...)...)
+				if err != nil {
+					t.Errorf("%s: %v: %v\n%s", im.Ref, cmd, err, out)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package fromsource
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"kubeboot.dev/kubeboot/image/fetch"
+	"kubeboot.dev/kubeboot/image/oci"
+	"kubeboot.dev/kubeboot/image/progress"
+	"kubeboot.dev/kubeboot/image/spec"
+)
+
+// untar unpacks a layer into dir the way a container runtime would.
+func untar(t *testing.T, r io.Reader, dir string) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, os.FileMode(h.Mode).Perm()); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeSymlink:
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, os.FileMode(h.Mode).Perm())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// TestKubeProxyUserland makes the Debian trixie rootfs with mmdebstrap,
+// picks kube-proxy's userland out of it into an image layer, unpacks the
+// layer and runs iptables (nft backend, with the conntrack and MASQUERADE
+// extensions), nft and conntrack from it in a private network namespace.
+func TestKubeProxyUserland(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mmdebstrap, chroot, network namespace)")
+	}
+	for _, tool := range []string{"mmdebstrap", "chroot", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/setup-host.sh installs it)", tool)
+		}
+	}
+	s, err := spec.Load("../../configs/image.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fetch.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Builder{Cache: c, Progress: progress.Discard}
+	f, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandPackages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := kubeProxyUserland(c.FilePath(f.SHA256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := oci.Build(c.TempDir(), oci.Config{}, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	untar(t, rc, root)
+	rc.Close()
+
+	ns := "kubeboot-userland-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "chroot", root}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v in the image: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := run("iptables", "--version"); !strings.Contains(out, "nf_tables") {
+		t.Errorf("iptables is not the nft backend: %s", out)
+	}
+	run("iptables", "-t", "nat", "-A", "POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE")
+	run("ip6tables", "-t", "filter", "-A", "INPUT", "-m", "comment", "--comment", "kubeboot", "-j", "ACCEPT")
+	if out := run("iptables-save", "-t", "nat"); !strings.Contains(out, "--ctstate DNAT -j MASQUERADE") {
+		t.Errorf("iptables-save does not show the rule:\n%s", out)
+	}
+	if out := run("nft", "--version"); !strings.HasPrefix(out, "nftables v") {
+		t.Errorf("nft --version: %s", out)
+	}
+	if out := run("conntrack", "--version"); !strings.Contains(out, "conntrack") {
+		t.Errorf("conntrack --version: %s", out)
+	}
+	// Reusing the cached rootfs must give the same entry.
+	again, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandPackages)
+	if err != nil || again != f {
+		t.Errorf("second debianRootfs: %+v %v, want %+v", again, err, f)
+	}
+}
