@@ -245,3 +245,20 @@ func BenchmarkApplyNoChange(b *testing.B) {
 		}
 	}
 }
+
+// Backend none leaves the kernel alone, even on a node whose ports are shut.
+func TestBackendNone(t *testing.T) {
+	l := newLab(t)
+	cfg := controllerConfig(t)
+	cfg.Firewall.Backend = machineconfig.BackendNone
+	env := testEnv(t, l.nodeNS, cfg)
+	before := nftJSON(t, l.node)
+	wantChanges(t, "plan", plan(t, env))
+	wantChanges(t, "apply", apply(t, env))
+	if got := nftJSON(t, l.node); got != before {
+		t.Errorf("backend none changed the ruleset:\n%s", got)
+	}
+	if open, err := PortsOpen(context.Background(), env); err != nil || open {
+		t.Errorf("PortsOpen with backend none = %v, %v; want false (nothing verified)", open, err)
+	}
+}
