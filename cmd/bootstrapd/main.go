@@ -25,6 +25,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"kubeboot.dev/kubeboot/bootstrapd"
+	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 )
 
@@ -101,17 +102,26 @@ func (f *commonFlags) parse(args []string) bool {
 		fmt.Fprintf(f.fs.Output(), "%s: unexpected argument %q\n", f.fs.Name(), f.fs.Arg(0))
 		return false
 	}
+	// An unknown --only name is a usage error, found before anything is touched.
+	if _, err := engine.Select(bootstrapd.Stages(), f.onlyList()); err != nil {
+		fmt.Fprintf(f.fs.Output(), "%s: --only: %v\n", f.fs.Name(), err)
+		return false
+	}
 	return true
 }
 
-func (f *commonFlags) options(log *slog.Logger) bootstrapd.Options {
+func (f *commonFlags) onlyList() []string {
 	var only []string
 	for _, s := range strings.Split(f.only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			only = append(only, s)
 		}
 	}
-	return bootstrapd.Options{Root: f.root, Proc: f.proc, Sys: f.sys, ConfigPath: f.config, Only: only, Log: log}
+	return only
+}
+
+func (f *commonFlags) options(log *slog.Logger) bootstrapd.Options {
+	return bootstrapd.Options{Root: f.root, Proc: f.proc, Sys: f.sys, ConfigPath: f.config, Only: f.onlyList(), Log: log}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
