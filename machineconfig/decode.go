@@ -116,6 +116,9 @@ type decoder struct {
 	errs  ErrorList
 	where map[string]located // internal path -> position and display path
 	bad   map[string]bool    // display paths that failed to decode
+	// incomplete are display paths of mappings with an unknown key: a
+	// "missing field" problem there is most likely that misspelled key.
+	incomplete map[string]bool
 	nodes int                // nodes visited, bounded against alias bombs
 	// yaml11Bools accepts yes/no/on/off as booleans, as netplan does.
 	yaml11Bools bool
@@ -130,7 +133,7 @@ const maxNodes = 200000
 const maxDepth = 64
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, where: map[string]located{}, bad: map[string]bool{}}
+	return &decoder{file: file, where: map[string]located{}, bad: map[string]bool{}, incomplete: map[string]bool{}}
 }
 
 func (d *decoder) fail(path string, at position, format string, args ...any) {
@@ -155,6 +158,10 @@ func (d *decoder) alias(internal, display string) {
 		d.where[internal] = l
 	}
 }
+
+// internalPathRE finds field paths quoted in messages ("also
+// network.interfaces[0]") so they can be shown as the file spells them.
+var internalPathRE = regexp.MustCompile(`network(\.[A-Za-z]+|\[[0-9]+\])+`)
 
 var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
@@ -227,10 +234,15 @@ func (d *decoder) syntaxError(data []byte, err error) {
 			}
 		}
 	} else if len(lines) <= 2000 {
-		var prefix strings.Builder
-		for i, l := range lines {
-			prefix.WriteString(l)
-			if _, perr := parseYAML([]byte(prefix.String())); perr != nil && sameSyntaxError(perr, msg) {
+		// The culprit is at or after the line the library names.
+		start := max(line, 1)
+		end := 0
+		for _, l := range lines[:min(start-1, len(lines))] {
+			end += len(l)
+		}
+		for i := start - 1; i < len(lines); i++ {
+			end += len(lines[i])
+			if _, perr := parseYAML(data[:end]); perr != nil && sameSyntaxError(perr, msg) {
 				line = i + 1
 				break
 			}
@@ -393,11 +405,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decodeStruct(n, v, path)
 	case reflect.Pointer:
 		p := reflect.New(t.Elem())
-		before := len(d.errs)
 		d.decode(n, p.Elem(), path)
-		if len(d.errs) == before {
-			v.Set(p)
-		}
+		v.Set(p)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.typeError(path, n, t)
@@ -442,6 +451,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.Bool:
 		b, ok := d.scalarBool(n)
 		if !ok {
+			if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && slices.Contains([]string{"yes", "no", "on", "off"}, strings.ToLower(n.Value)) {
+				d.fail(path, pos(n), "expected a boolean, found the string %q; write true or false", n.Value)
+				return
+			}
 			d.typeError(path, n, t)
 			return
 		}
@@ -578,7 +591,16 @@ var netplanUnsupported = map[string]bool{
 	"infiniband-mode": true, "neigh-suppress": true, "embedded-switch-mode": true,
 }
 
+// unknownKey reports key at path; the mapping holding it is marked
+// incomplete and a suggested key as bad, so that "X is required" is not
+// reported next to "did you mean X?".
 func (d *decoder) unknownKey(path string, k *yaml.Node, key string, valid []string) {
+	parent := strings.TrimSuffix(path, key)
+	parent = strings.TrimSuffix(parent, ".")
+	d.incomplete[parent] = true
+	if s := suggest(key, valid); s != "" {
+		d.bad[join(parent, s)] = true
+	}
 	if d.netplan && netplanUnsupported[key] {
 		d.fail(path, pos(k), "netplan key %q is not supported by kubeboot", key)
 		return
@@ -703,14 +725,20 @@ func (d *decoder) report(probs []problem) {
 		if l.display == "" && suffix != "" {
 			display = strings.TrimPrefix(suffix, ".")
 		}
-		if d.underBad(display) {
+		if d.underBad(display) || d.incomplete[display] {
 			continue
 		}
+		msg := internalPathRE.ReplaceAllStringFunc(p.msg, func(ref string) string {
+			if l, suffix := d.locate(ref); l.display != "" {
+				return l.display + suffix
+			}
+			return ref
+		})
 		at := l.value
 		if p.atKey || suffix != "" {
 			at = l.key
 		}
-		d.errs = append(d.errs, Error{File: d.file, Line: at.line, Column: at.column, Path: display, Message: p.msg})
+		d.errs = append(d.errs, Error{File: d.file, Line: at.line, Column: at.column, Path: display, Message: msg})
 	}
 }
 

@@ -22,6 +22,18 @@ func suggest(word string, candidates []string) string {
 			best, bestDist = c, d
 		}
 	}
+	// A unique abbreviation: "ClusterConfig" for "ClusterConfiguration".
+	if len(w) >= 5 {
+		var prefixed []string
+		for _, c := range candidates {
+			if strings.HasPrefix(norm(c), w) {
+				prefixed = append(prefixed, c)
+			}
+		}
+		if len(prefixed) == 1 && bestDist > min(len(w)/3, 3) {
+			return prefixed[0]
+		}
+	}
 	// Allow one edit per three letters, at most three: "adresses" finds
 	// "addresses", "foo" does not find "mtu".
 	limit := min(len(w)/3, 3)

@@ -649,13 +649,16 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 		c.add("kubernetes.controlPlaneEndpoint", "%s", msg)
 	}
 
-	var nodeAddrs []netip.Prefix
+	var nodeAddrs, nodeNets []netip.Prefix
 	hasDHCP := false
 	for _, l := range cfg.Network.Links() {
 		hasDHCP = hasDHCP || l.DHCP4 || l.DHCP6
 		for _, a := range l.Addresses {
 			if p, msg := parseAddress(a); msg == "" {
 				nodeAddrs = append(nodeAddrs, p)
+				if !slices.Contains(nodeNets, p.Masked()) {
+					nodeNets = append(nodeNets, p.Masked())
+				}
 			}
 		}
 	}
@@ -682,9 +685,9 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 		}
 		subnets[s.field] = pfxs
 		for _, pfx := range pfxs {
-			for _, a := range nodeAddrs {
-				if pfx.Overlaps(a.Masked()) {
-					c.add(p, "%s %s overlaps the node network %s (%s); choose a range no node uses", s.field, pfx, a.Masked(), a.Addr())
+			for _, a := range nodeNets {
+				if pfx.Overlaps(a) {
+					c.add(p, "%s %s overlaps the node network %s; choose a range no node uses", s.field, pfx, a)
 				}
 			}
 			if s.field == "serviceSubnet" && pfx.Addr().BitLen()-pfx.Bits() > 20 {
@@ -702,7 +705,8 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 	if msg := checkDNSName(k.DNSDomain); k.DNSDomain != "" && msg != "" {
 		c.add("kubernetes.dnsDomain", "%s", msg)
 	}
-	if k.NodeName != "" && (len(k.NodeName) > 253 || !subdomainRE.MatchString(k.NodeName)) {
+	// A node name taken from the hostname was checked as the hostname.
+	if k.NodeName != "" && k.NodeName != cfg.Hostname && (len(k.NodeName) > 253 || !subdomainRE.MatchString(k.NodeName)) {
 		c.add("kubernetes.nodeName", "node name %q must be a lower-case RFC 1123 subdomain", k.NodeName)
 	}
 	for _, key := range keys(k.NodeLabels) {
