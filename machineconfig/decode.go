@@ -119,7 +119,7 @@ type decoder struct {
 	// incomplete are display paths of mappings with an unknown key: a
 	// "missing field" problem there is most likely that misspelled key.
 	incomplete map[string]bool
-	nodes int                // nodes visited, bounded against alias bombs
+	nodes      int // nodes visited, bounded against alias bombs
 	// yaml11Bools accepts yes/no/on/off as booleans, as netplan does.
 	yaml11Bools bool
 	netplan     bool
