@@ -77,12 +77,14 @@ func (b *Builder) buildModule(ctx context.Context, m *goModule) ([]lock.File, er
 		b.Log.Info("up to date, reusing cached binaries", "module", m.require, "binaries", len(files))
 		return files, nil
 	}
-	gomod := filepath.Join(dir, "go.mod")
-	old, _ := os.ReadFile(gomod)
-	// Keep a go.mod that go get already extended (tools, requirements) as
-	// long as our header is unchanged; otherwise start over.
-	if !bytes.HasPrefix(old, []byte(m.goMod())) {
-		if err := os.WriteFile(gomod, []byte(m.goMod()), 0o644); err != nil {
+	// go get rewrites go.mod (tools, indirect requirements); keep that
+	// result while the generated input (go.mod.in) is unchanged.
+	in := filepath.Join(dir, "go.mod.in")
+	if old, _ := os.ReadFile(in); !bytes.Equal(old, []byte(m.goMod())) || !exists(filepath.Join(dir, "go.mod")) {
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(m.goMod()), 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(in, []byte(m.goMod()), 0o644); err != nil {
 			return nil, err
 		}
 	}
