@@ -89,6 +89,9 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 	}
 	o.Log.Info("machine config loaded", "source", res.Source, "hash", res.Config.Hash())
 	if record {
+		if err := res.Install(o.Root); err != nil {
+			return nil, err
+		}
 		if err := recordSource(st, res); err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -86,6 +87,17 @@ func ReadNoCloud(dev string) (*Result, error) {
 		return nil, err
 	}
 	res.Source = where
+	// A relative secrets bundle sits next to user-data on the volume, which
+	// is not mounted: carry its content for Install.
+	cr := &res.Config.Kubernetes.Credentials
+	if b := cr.SecretsBundle; b != "" && !filepath.IsAbs(b) {
+		data, err := readVolumeFile(fsys, path.Clean(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: kubernetes.credentials.secretsBundle %q: %w (put the bundle on the volume next to user-data, or give an absolute path on the node)", where, b, err)
+		}
+		res.SecretsBundle = data
+		cr.SecretsBundle = BundlePath
+	}
 	return res, nil
 }
 

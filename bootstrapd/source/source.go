@@ -20,6 +20,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -63,6 +65,31 @@ type Result struct {
 	Source string
 	// InstanceID is the NoCloud meta-data instance-id, if any.
 	InstanceID string
+	// SecretsBundle is the content of a secrets bundle that came with the
+	// config from a volume that is not mounted; Install puts it at
+	// BundlePath, where Config now points. It is a secret: never log it.
+	SecretsBundle []byte
+}
+
+// BundlePath is where a secrets bundle read from a NoCloud volume is
+// installed on the node: root's only, in the persistent state partition.
+const BundlePath = "/var/lib/kubeboot/secrets/bundle.yaml"
+
+// Install writes what the config needs beside itself (a secrets bundle
+// from a NoCloud volume) under root, 0600 in a 0700 directory. It writes
+// nothing when the file already holds the content.
+func (r *Result) Install(root string) error {
+	if r.SecretsBundle == nil {
+		return nil
+	}
+	p := filepath.Join(root, BundlePath)
+	if cur, err := os.ReadFile(p); err == nil && bytes.Equal(cur, r.SecretsBundle) {
+		return nil
+	}
+	if err := atomicfile.Write(p, r.SecretsBundle, 0o600, 0o700); err != nil {
+		return fmt.Errorf("install the secrets bundle at %s: %w", BundlePath, err)
+	}
+	return nil
 }
 
 // ErrNoConfig means no source had a config.
