@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -206,10 +207,28 @@ func TestRealKernelInNetworkNamespace(t *testing.T) {
 		netns.DeleteNamed(name)
 	})
 
+	// A swap file of the test's own, for sysprep to turn off (the host has none).
+	swapFile := filepath.Join(t.TempDir(), "swap file")
+	if err := makeSwap(swapFile); err != nil {
+		t.Logf("no swap file to turn off, checking sysctls only: %v", err)
+		swapFile = ""
+	} else {
+		t.Cleanup(func() { swapoff(swapFile) })
+	}
+
 	env := &stage.Env{Root: t.TempDir(), NetNS: ns, Config: &machineconfig.MachineConfig{Hostname: "n1"}, Log: slog.New(slog.DiscardHandler)}
 	s := New()
-	if _, err := s.Apply(context.Background(), env); err != nil {
+	changes, err := s.Apply(context.Background(), env)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if swapFile != "" {
+		if !slices.Contains(changes, stage.Change("swap off "+swapFile)) {
+			t.Errorf("changes %q lack turning off %s", changes, swapFile)
+		}
+		if swaps := read(t, "/proc/swaps"); strings.Contains(swaps, filepath.Base(filepath.Dir(swapFile))) {
+			t.Errorf("swap still on:\n%s", swaps)
+		}
 	}
 	for _, key := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"} {
 		out, err := exec.Command("ip", "netns", "exec", name, "cat", "/proc/sys/"+key).CombinedOutput()
@@ -223,4 +242,22 @@ func TestRealKernelInNetworkNamespace(t *testing.T) {
 	if again, err := s.Apply(context.Background(), env); err != nil || len(again) != 0 {
 		t.Errorf("second Apply = %v, %v; want no changes", again, err)
 	}
+}
+
+// makeSwap makes and enables a 16 MiB swap file; file systems that cannot
+// hold swap (tmpfs, overlay) make it fail, and the caller goes on without.
+func makeSwap(p string) error {
+	if _, err := exec.LookPath("mkswap"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, make([]byte, 16<<20), 0o600); err != nil {
+		return err
+	}
+	if out, err := exec.Command("mkswap", p).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkswap: %v: %s", err, out)
+	}
+	if out, err := exec.Command("swapon", p).CombinedOutput(); err != nil {
+		return fmt.Errorf("swapon: %v: %s", err, out)
+	}
+	return nil
 }
