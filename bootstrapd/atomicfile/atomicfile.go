@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,6 +45,15 @@ func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// WriteIfChanged is Write, skipped when path already holds exactly data;
+// it reports whether it wrote, so a rerun leaves mtimes alone.
+func WriteIfChanged(path string, data []byte, perm, dirPerm fs.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	return true, Write(path, data, perm, dirPerm)
 }
 
 // Remove deletes path if it exists, durably.

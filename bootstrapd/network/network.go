@@ -147,16 +147,13 @@ func (r *run) reconcile() error {
 	return r.reconcileResolvConf()
 }
 
-// change records one change; in Apply it is also logged as it happens.
+// change records one change; the engine logs what Apply returns.
 func (r *run) change(link, format string, a ...any) {
 	c := fmt.Sprintf(format, a...)
 	if link != "" {
 		c = link + ": " + c
 	}
 	r.changes = append(r.changes, stage.Change(c))
-	if r.apply {
-		r.log.Info(c)
-	}
 }
 
 // do runs f only in Apply.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
 )
 
 const resolvConf = "/etc/resolv.conf"
@@ -56,7 +58,7 @@ func (r *run) reconcileResolvConf() error {
 	}
 	r.change("", "write %s (nameserver %s; search %s)", resolvConf, orNone(strings.Join(servers, " ")), orNone(strings.Join(search, " ")))
 	return r.do(func() error {
-		if _, err := writeFileIfChanged(path, b.Bytes(), 0o644); err != nil {
+		if _, err := atomicfile.WriteIfChanged(path, b.Bytes(), 0o644, 0o755); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		return nil

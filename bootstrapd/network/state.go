@@ -1,16 +1,15 @@
 package network
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
@@ -81,43 +80,8 @@ func (s *state) save(env *stage.Env) error {
 	if err != nil {
 		return err
 	}
-	_, err = writeFileIfChanged(env.Path(statePath), append(b, '\n'), 0o644)
+	// 0600: the leases name the node's DHCP server and addresses; the state
+	// directory is bootstrapd's alone.
+	_, err = atomicfile.WriteIfChanged(env.Path(statePath), append(b, '\n'), 0o600, 0o700)
 	return err
-}
-
-// writeFileIfChanged replaces path with content through a temp file and a
-// rename, so readers never see half a file; it reports whether it wrote.
-func writeFileIfChanged(path string, content []byte, mode fs.FileMode) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
-		return false, nil
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return false, err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Close(); err != nil {
-		return false, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return false, err
-	}
-	return true, nil
 }
