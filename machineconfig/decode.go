@@ -271,7 +271,36 @@ func (d *decoder) syntaxError(data []byte, err error) {
 	if col > len(strings.TrimRight(text, "\r\n")) {
 		col = 1
 	}
+	// Name the last field read before the broken line, so the user sees
+	// where in the structure the break is.
+	if line > 1 && line <= len(lines) {
+		before := len(strings.Join(lines[:line-1], ""))
+		if doc, err := parseYAML(data[:before]); err == nil && doc != nil {
+			if p := lastPath(doc, ""); p != "" {
+				hint += "; it follows " + p
+			}
+		}
+	}
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Column: col, Message: "YAML syntax error: " + msg + hint})
+}
+
+// lastPath is the field path of the last value in a parsed document.
+func lastPath(n *yaml.Node, path string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) > 0 {
+			return lastPath(n.Content[0], path)
+		}
+	case yaml.MappingNode:
+		if k := len(n.Content); k >= 2 {
+			return lastPath(n.Content[k-1], join(path, n.Content[k-2].Value))
+		}
+	case yaml.SequenceNode:
+		if k := len(n.Content); k >= 1 {
+			return lastPath(n.Content[k-1], index(path, k-1))
+		}
+	}
+	return path
 }
 
 func sameSyntaxError(err error, msg string) bool {

@@ -134,6 +134,8 @@ func (d *decoder) decodeNetplan(n *yaml.Node, display, internal string, net *Net
 				d.decode(v, reflect.ValueOf(&e.v).Elem(), p)
 				bonds = append(bonds, e)
 			})
+		case "interfaces", "nameservers":
+			d.fail(p, pos(k), "%q belongs to the native network form; remove \"version\" to use it, or write ethernets/vlans/bonds", key)
 		default:
 			d.unknownKey(p, k, key, netplanTopKeys)
 		}
