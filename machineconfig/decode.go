@@ -791,12 +791,13 @@ func (d *decoder) locate(path string) (located, string) {
 	}
 }
 
+// underBad reports whether path or one of its ancestors failed to decode.
 func (d *decoder) underBad(path string) bool {
-	for b := range d.bad {
-		if b != "" && path == b ||
-			b != "" && strings.HasPrefix(path, b) && (path[len(b)] == '.' || path[len(b)] == '[') {
+	for p := path; p != ""; {
+		if d.bad[p] {
 			return true
 		}
+		p = p[:max(strings.LastIndexByte(p, '.'), strings.LastIndexByte(p, '['), 0)]
 	}
 	return false
 }

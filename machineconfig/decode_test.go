@@ -139,6 +139,7 @@ func TestErrorFormat(t *testing.T) {
 		{Error{File: "f.yaml", Line: 3, Column: 7, Path: "role", Message: "m"}, "f.yaml:3:7: role: m"},
 		{Error{File: "f.yaml", Line: 3, Column: 1, Message: "YAML syntax error: x"}, "f.yaml:3:1: YAML syntax error: x"},
 		{Error{Path: "role", Message: "m"}, "role: m"},
+		{Error{Line: 2, Column: 3, Path: "role", Message: "m"}, "2:3: role: m"},
 	}
 	for _, r := range rows {
 		if got := r.e.Error(); got != r.want {

@@ -26,7 +26,10 @@ func (e Error) Error() string {
 		b.WriteString(e.File)
 	}
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
+		if b.Len() > 0 {
+			b.WriteByte(':')
+		}
+		fmt.Fprintf(&b, "%d:%d", e.Line, e.Column)
 	}
 	if b.Len() > 0 {
 		b.WriteString(": ")
