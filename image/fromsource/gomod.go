@@ -115,14 +115,15 @@ func (b *Builder) buildModule(ctx context.Context, m *goModule) ([]lock.File, er
 		if err := b.run(ctx, dir, "go build "+t.name, []string{cgo}, "go", args...); err != nil {
 			return nil, err
 		}
-		sha, _, err := b.Cache.PutFile(out, "")
-		if err != nil {
-			return nil, err
-		}
 		st, err := os.Stat(out)
 		if err != nil {
 			return nil, err
 		}
+		sha, _, err := b.Cache.PutFile(out, "")
+		if err != nil {
+			return nil, err
+		}
+		os.Remove(out) // the cache holds it now; no second copy
 		files = append(files, lock.File{Name: t.name, Kind: t.kind, Version: t.version,
 			Source: "go:" + t.pkg + "@" + ver, SHA256: sha, Size: st.Size()})
 	}
