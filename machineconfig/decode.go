@@ -556,14 +556,10 @@ func (d *decoder) eachEntry(n *yaml.Node, path string, pathOf func(key string) s
 	}
 }
 
-type fieldInfo struct {
-	index []int
-}
-
 // structFields maps YAML keys to (possibly inline-nested) struct fields and
 // lists the keys in declaration order.
-func structFields(t reflect.Type) (map[string]fieldInfo, []string) {
-	fields := map[string]fieldInfo{}
+func structFields(t reflect.Type) (map[string][]int, []string) {
+	fields := map[string][]int{}
 	var names []string
 	var walk func(t reflect.Type, prefix []int)
 	walk = func(t reflect.Type, prefix []int) {
@@ -579,7 +575,7 @@ func structFields(t reflect.Type) (map[string]fieldInfo, []string) {
 			if !f.IsExported() || name == "-" || name == "" {
 				continue
 			}
-			fields[name] = fieldInfo{index: idx}
+			fields[name] = idx
 			names = append(names, name)
 		}
 	}
@@ -597,7 +593,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		d.record(p, k, val)
-		d.decode(val, v.FieldByIndex(f.index), p)
+		d.decode(val, v.FieldByIndex(f), p)
 	})
 }
 
@@ -740,7 +736,7 @@ func (d *decoder) decodeNetwork(n *yaml.Node, net *Network, path string) {
 			return
 		}
 		d.record(p, k, val)
-		d.decode(val, v.FieldByIndex(f.index), p)
+		d.decode(val, v.FieldByIndex(f), p)
 	})
 }
 

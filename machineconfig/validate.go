@@ -159,10 +159,10 @@ func parseAddress(s string) (netip.Prefix, string) {
 		return netip.Prefix{}, fmt.Sprintf("invalid IP address %q in %q", addr, s)
 	}
 	n, err := strconv.Atoi(bits)
-	if err != nil || strings.HasPrefix(bits, "+") || strings.HasPrefix(bits, "-") && n == 0 {
+	if err != nil || strings.Trim(bits, "0123456789") != "" {
 		return netip.Prefix{}, fmt.Sprintf("invalid prefix length %q in %q", bits, s)
 	}
-	if n < 0 || n > ip.BitLen() {
+	if n > ip.BitLen() {
 		family := "IPv4"
 		if ip.Is6() {
 			family = "IPv6"

@@ -54,6 +54,7 @@ func TestValidationRules(t *testing.T) {
 		{"prefix /33", "init", func(c *MachineConfig) { iface(c, 1).Addresses[0] = "10.0.0.11/33" }, "network.interfaces[1].addresses[0]", "prefix length /33 is out of range for IPv4 (0-32)"},
 		{"prefix /129", "init", func(c *MachineConfig) { iface(c, 1).Addresses = append(iface(c, 1).Addresses, "fd00::1/129") }, "network.interfaces[1].addresses[1]", "out of range for IPv6 (0-128)"},
 		{"bad prefix text", "init", func(c *MachineConfig) { iface(c, 1).Addresses[0] = "10.0.0.11/x" }, "network.interfaces[1].addresses[0]", `invalid prefix length "x"`},
+		{"negative prefix", "init", func(c *MachineConfig) { iface(c, 1).Addresses[0] = "10.0.0.11/-5" }, "network.interfaces[1].addresses[0]", `invalid prefix length "-5"`},
 		{"network address", "init", func(c *MachineConfig) { iface(c, 1).Addresses[0] = "10.0.0.0/24" }, "network.interfaces[1].addresses[0]", "is the network address of 10.0.0.0/24"},
 		{"broadcast address", "init", func(c *MachineConfig) { iface(c, 1).Addresses[0] = "10.0.0.255/24" }, "network.interfaces[1].addresses[0]", "is the broadcast address"},
 		{"IPv6 anycast", "init", func(c *MachineConfig) { iface(c, 1).Addresses = append(iface(c, 1).Addresses, "fd00::/64") }, "network.interfaces[1].addresses[1]", "subnet-router anycast"},
