@@ -185,7 +185,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 	ctr = func(args ...string) (string, error) {
 		c := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", sock, "--namespace", "k8s.io"}, args...)...)
 		c.Env = env
-		out, err := c.CombinedOutput()
+		// stdout only: ctr warns on stderr (e.g. about cgroup v1 hosts).
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		out, err := c.Output()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, stderr.String())
+		}
 		return string(out), err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -258,6 +264,8 @@ func TestImagesImportIntoContainerd(t *testing.T) {
 				out, err := ctr(append([]string{"run", "--rm", im.Ref, fmt.Sprintf("%s-%d", id, j)}, cmd...)...)
 				if err != nil {
 					t.Errorf("%s: %v: %v\n%s", im.Ref, cmd, err, out)
+				} else {
+					t.Logf("  %v: %s", cmd, strings.TrimSpace(out))
 				}
 			}
 		}

@@ -105,19 +105,22 @@ func AssembleImage(c *fetch.Cache, l *lock.Lock, ref string, r ImageRecipe) (loc
 		return lock.Image{}, fmt.Errorf("%s: %w", ref, err)
 	}
 	defer img.Close()
-	p, err := c.PutImage(img, ref, "")
+	d, err := img.Digest()
 	if err != nil {
 		return lock.Image{}, err
+	}
+	// Same digest, same archive bytes: an existing archive is reused.
+	p := c.ImagePath(d.String())
+	if _, err := os.Stat(p); err != nil {
+		if p, err = c.PutImage(img, ref, d.String()); err != nil {
+			return lock.Image{}, err
+		}
 	}
 	info, err := os.Stat(p)
 	if err != nil {
 		return lock.Image{}, err
 	}
 	sha, _, err := fetch.HashFile(p)
-	if err != nil {
-		return lock.Image{}, err
-	}
-	d, err := img.Digest()
 	if err != nil {
 		return lock.Image{}, err
 	}
