@@ -7,34 +7,58 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 )
 
-// buildHello compiles a tiny static Go program: a real binary for the
-// image, small enough for every CI run.
+var (
+	helloOnce sync.Once
+	helloPath string
+	helloErr  error
+	helloDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if helloDir != "" {
+		os.RemoveAll(helloDir)
+	}
+	os.Exit(code)
+}
+
+// buildHello compiles a tiny static Go program once per test run: a real
+// binary for the image, small enough for every CI run.
 func buildHello(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go toolchain not on PATH: cannot build the test binary")
 	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "main.go")
-	if err := os.WriteFile(src, []byte("package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello v0.0.1\") }\n"), 0o644); err != nil {
-		t.Fatal(err)
+	helloOnce.Do(func() {
+		if helloDir, helloErr = os.MkdirTemp("", "kubeboot-oci-test-"); helloErr != nil {
+			return
+		}
+		src := filepath.Join(helloDir, "main.go")
+		if helloErr = os.WriteFile(src, []byte("package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello v0.0.1\") }\n"), 0o644); helloErr != nil {
+			return
+		}
+		helloPath = filepath.Join(helloDir, "hello")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", helloPath, src)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GO111MODULE=off")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			helloErr = fmt.Errorf("go build: %v\n%s", err, b)
+		}
+	})
+	if helloErr != nil {
+		t.Fatal(helloErr)
 	}
-	out := filepath.Join(dir, "hello")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GO111MODULE=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
+	return helloPath
 }
 
 func testEntries(bin string) []Entry {
