@@ -104,6 +104,10 @@ func Bake(ctx context.Context, rootfs, dst string, opts Options) error {
 	return nil
 }
 
+// keepFile marks an otherwise empty overlay directory for git; it is not
+// copied into the image.
+const keepFile = ".keep"
+
 // copyTree copies the regular files, directories and symlinks of src over
 // dst as root:root, keeping only the permission bits of src.
 func copyTree(src, dst string) error {
@@ -136,6 +140,8 @@ func copyTree(src, dst string) error {
 				return err
 			}
 			return os.Lchown(target, 0, 0)
+		case d.Type().IsRegular() && d.Name() == keepFile:
+			return nil
 		case d.Type().IsRegular():
 			return placeFile(dst, File{Path: "/" + rel, Source: p, Mode: info.Mode().Perm()})
 		default:

@@ -1,0 +1,342 @@
+// Package build is the image builder's pipeline:
+//
+//	resolve  spec + lock + artifact cache -> the inputs, or what is missing
+//	rootfs   mmdebstrap Debian base             cached by suite, mirror, packages
+//	initrd   mkinitramfs with kubeboot's STATE script   cached by rootfs + initramfs files
+//	root     bake (overlays, artifacts, units, cleanup) + mksquashfs
+//	                                             cached by rootfs + overlays + artifacts
+//	esp      systemd-boot, loader entry, kernel, initrd on FAT32
+//	                                             cached by initrd + kernel command line
+//	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B
+//	outputs  raw, and qcow2 by qemu-img convert, written to temporary names
+//	         and renamed on success
+//
+// Each cached step lives in <cache>/image/<step>/<key>/; a change to an
+// overlay rebuilds root, disk and outputs only.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"kubeboot.dev/kubeboot/image/bake"
+	"kubeboot.dev/kubeboot/image/disk"
+	"kubeboot.dev/kubeboot/image/esp"
+	"kubeboot.dev/kubeboot/image/initrd"
+	"kubeboot.dev/kubeboot/image/progress"
+	"kubeboot.dev/kubeboot/image/rootfs"
+	"kubeboot.dev/kubeboot/image/squashfs"
+)
+
+// Paths on the node that other components rely on.
+const (
+	// ImagesDir holds the OCI archives of the pinned container images,
+	// one <name>_<tag>.tar each, on the read-only root.
+	ImagesDir = "/usr/share/kubeboot/images"
+	// ImagesIndex lists "<ref> <digest> <file>" per archive.
+	ImagesIndex = ImagesDir + "/index"
+	// PackagesLock is the installed Debian package list, in the image.
+	PackagesLock = "/usr/share/kubeboot/packages.lock"
+)
+
+// Disk layout.
+const (
+	espSize      = 256 * disk.MiB
+	minRootSize  = 1024 * disk.MiB
+	rootAlign    = 256 * disk.MiB
+	minStateSize = 1024 * disk.MiB
+)
+
+// KernelCommandLine boots ROOT-A read-only; the initrd sets up STATE.
+// systemd.gpt_auto=no: the ESP is not automounted (the root is read-only
+// and nothing on the node writes the ESP); systemd.firstboot=no: no
+// interactive first-boot questions on the console.
+const KernelCommandLine = "root=PARTLABEL=ROOT-A rootfstype=squashfs ro systemd.gpt_auto=no systemd.firstboot=no console=tty0 console=ttyS0,115200"
+
+// Options of one build.
+type Options struct {
+	SpecPath string
+	// CacheDir is the kubeboot cache (artifacts); image steps use CacheDir/image.
+	CacheDir string
+	// Output is the raw image path; a qcow2 is written next to it
+	// (extension .qcow2) when the spec's output.formats asks for it.
+	Output string
+	// Bootstrapd is the bootstrapd binary installed as /usr/bin/bootstrapd.
+	Bootstrapd string
+	// MachineConfig, when set, is baked in at source.BakedPath (0600).
+	MachineConfig string
+	// OSOnly builds without the Kubernetes artifacts (no kubeadm, kubelet,
+	// containerd, images): for boot tests of the OS layout before
+	// `make artifacts` has run.
+	OSOnly          bool
+	SourceDateEpoch int64
+	Log             *slog.Logger
+	Progress        progress.Reporter
+}
+
+// Step is one pipeline step's timing.
+type Step struct {
+	Name     string
+	Cached   bool
+	Duration time.Duration
+}
+
+// Result of a build.
+type Result struct {
+	Raw, QCOW2 string
+	Steps      []Step
+	RootSize   int64 // squashfs bytes
+	ESPSize    int64
+}
+
+// Build runs the pipeline.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = progress.Discard
+	}
+	res := &Result{Raw: o.Output}
+	steps := stepCache{dir: filepath.Join(o.CacheDir, "image")}
+	timed := func(name string, f func() (bool, error)) error {
+		task := o.Progress.Start(name, -1)
+		start := time.Now()
+		cached, err := f()
+		task.Done(err)
+		res.Steps = append(res.Steps, Step{Name: name, Cached: cached, Duration: time.Since(start)})
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		o.Log.Info("image step", "step", name, "cached", cached, "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+		return nil
+	}
+
+	// resolve
+	var in *inputs
+	if err := timed("resolve", func() (bool, error) {
+		var err error
+		in, err = resolve(o)
+		return false, err
+	}); err != nil {
+		return res, err
+	}
+
+	// rootfs
+	var rootfsDir string
+	if err := timed("rootfs", func() (bool, error) {
+		dir, cached, err := steps.make("rootfs", in.rootfs.Key(), func(tmp string) error {
+			logFile, err := os.Create(filepath.Join(tmp, "mmdebstrap.log"))
+			if err != nil {
+				return err
+			}
+			defer logFile.Close()
+			return rootfs.Build(ctx, filepath.Join(tmp, "tree"), filepath.Join(tmp, "packages.lock"), in.rootfs, logFile)
+		})
+		rootfsDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
+	tree := filepath.Join(rootfsDir, "tree")
+	kver, err := initrd.KernelVersion(tree)
+	if err != nil {
+		return res, err
+	}
+
+	// initrd
+	initrdKey := newHasher("initrd v1")
+	initrdKey.add("rootfs", in.rootfs.Key())
+	initrdKey.add("files", in.initrdFilesHash)
+	initrdKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+	var initrdDir string
+	if err := timed("initrd", func() (bool, error) {
+		dir, cached, err := steps.make("initrd", initrdKey.sum(), func(tmp string) error {
+			extra := filepath.Join(tmp, "extra")
+			if err := in.stageInitrdFiles(extra); err != nil {
+				return err
+			}
+			defer os.RemoveAll(extra)
+			return initrd.Build(ctx, tree, extra, filepath.Join(tmp, "initrd.img"), o.SourceDateEpoch)
+		})
+		initrdDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
+
+	// root: bake + squashfs
+	rootKey := newHasher("root v1")
+	rootKey.add("rootfs", in.rootfs.Key())
+	rootKey.add("overlays", in.overlaysHash)
+	for _, f := range in.files {
+		rootKey.add("file", f.Path, f.Mode.String(), f.hash)
+	}
+	rootKey.add("enable", in.enable...)
+	rootKey.add("mask", in.mask...)
+	rootKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+	rootKey.add("squashfs", strings.Join(squashfs.Args("DIR", "OUT", squashfs.Options{SourceDateEpoch: o.SourceDateEpoch}), " "))
+	var rootDir string
+	if err := timed("root", func() (bool, error) {
+		dir, cached, err := steps.make("root", rootKey.sum(), func(tmp string) error {
+			baked := filepath.Join(tmp, "tree")
+			files := append([]bake.File{{Path: PackagesLock, Source: filepath.Join(rootfsDir, "packages.lock"), Mode: 0o644}}, in.bakeFiles()...)
+			start := time.Now()
+			if err := bake.Bake(ctx, tree, baked, bake.Options{
+				Overlays: in.overlays, Files: files, Enable: in.enable, Mask: in.mask,
+			}); err != nil {
+				return err
+			}
+			o.Log.Info("image step", "step", "bake", "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+			defer os.RemoveAll(baked)
+			start = time.Now()
+			err := squashfs.Build(ctx, baked, filepath.Join(tmp, "root.squashfs"), squashfs.Options{SourceDateEpoch: o.SourceDateEpoch})
+			o.Log.Info("image step", "step", "squashfs", "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+			return err
+		})
+		rootDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
+	rootImage := filepath.Join(rootDir, "root.squashfs")
+
+	// esp
+	espKey := newHasher("esp v1")
+	espKey.add("rootfs", in.rootfs.Key())
+	espKey.add("initrd", initrdKey.sum())
+	espKey.add("cmdline", KernelCommandLine)
+	espKey.add("size", strconv.FormatInt(espSize, 10))
+	espKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+	var espDir string
+	if err := timed("esp", func() (bool, error) {
+		dir, cached, err := steps.make("esp", espKey.sum(), func(tmp string) error {
+			return esp.Build(filepath.Join(tmp, "esp.img"), esp.Options{
+				Size: espSize, VolumeID: volumeID(espKey.sum()), Label: "ESP", SourceDateEpoch: o.SourceDateEpoch,
+			}, espFiles(tree, kver, filepath.Join(initrdDir, "initrd.img")))
+		})
+		espDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
+	espImage := filepath.Join(espDir, "esp.img")
+
+	// disk + outputs
+	if err := timed("disk", func() (bool, error) {
+		st, err := os.Stat(rootImage)
+		if err != nil {
+			return false, err
+		}
+		res.RootSize = st.Size()
+		res.ESPSize = espSize
+		rootSize := roundUp(st.Size()*3/2, rootAlign)
+		if rootSize < minRootSize {
+			rootSize = minRootSize
+		}
+		layout := disk.Layout{Partitions: []disk.Partition{
+			{Name: "ESP", Type: disk.TypeESP, Size: espSize, Contents: espImage},
+			{Name: "ROOT-A", Type: disk.TypeRootX86_64, Size: rootSize, Contents: rootImage},
+			{Name: "ROOT-B", Type: disk.TypeRootX86_64, Size: rootSize},
+		}}
+		fixed := layout.Size()
+		layout.FreeTail = in.diskSize - fixed
+		if layout.FreeTail < minStateSize {
+			return false, fmt.Errorf("output.diskSize %d MiB leaves %d MiB for STATE after ESP and 2 x %d MiB root partitions; STATE needs at least %d MiB: raise output.diskSize in %s",
+				in.diskSize/disk.MiB, layout.FreeTail/disk.MiB, rootSize/disk.MiB, minStateSize/disk.MiB, o.SpecPath)
+		}
+		seed := newHasher("disk v1")
+		seed.add("root", rootKey.sum())
+		seed.add("esp", espKey.sum())
+		seed.add("size", strconv.FormatInt(in.diskSize, 10))
+		layout.Seed = seed.sum()
+		return false, writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) })
+	}); err != nil {
+		return res, err
+	}
+	if in.qcow2 {
+		res.QCOW2 = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".qcow2"
+		if err := timed("qcow2", func() (bool, error) {
+			return false, writeAtomically(res.QCOW2, func(tmp string) error {
+				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
+			})
+		}); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// espFiles are systemd-boot, its configuration, the kernel and the initrd.
+func espFiles(tree, kver, initrdPath string) []esp.File {
+	boot := filepath.Join(tree, "usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+	return []esp.File{
+		{Path: "/EFI/BOOT/BOOTX64.EFI", Source: boot},
+		{Path: "/loader/loader.conf", Data: []byte("default kubeboot-a.conf\ntimeout 0\neditor no\n")},
+		{Path: "/loader/entries/kubeboot-a.conf", Data: []byte(
+			"title kubeboot (ROOT-A)\n" +
+				"version " + kver + "\n" +
+				"linux /kubeboot/a/vmlinuz\n" +
+				"initrd /kubeboot/a/initrd.img\n" +
+				"options " + KernelCommandLine + "\n")},
+		{Path: "/kubeboot/a/vmlinuz", Source: filepath.Join(tree, "boot/vmlinuz-"+kver)},
+		{Path: "/kubeboot/a/initrd.img", Source: initrdPath},
+	}
+}
+
+// writeAtomically makes path through a temporary name in the same
+// directory, so an interrupted build never leaves a partial file there.
+func writeAtomically(path string, write func(tmp string) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+strconv.Itoa(os.Getpid()))
+	_ = os.Remove(tmp)
+	if err := write(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func volumeID(key string) uint32 {
+	v, _ := strconv.ParseUint(key[:8], 16, 32)
+	return uint32(v)
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+var sizeRE = regexp.MustCompile(`^(\d+)(M|G|T)(i?B)?$`)
+
+// parseSize reads "8GiB", "8G", "512MiB" as binary units.
+func parseSize(s string) (int64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size like 8GiB", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	shift := map[string]uint{"M": 20, "G": 30, "T": 40}[m[2]]
+	return n << shift, nil
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+var errNoOverlays = errors.New("spec has no overlays directory")

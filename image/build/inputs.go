@@ -1,0 +1,214 @@
+package build
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/image/artifacts"
+	"kubeboot.dev/kubeboot/image/bake"
+	"kubeboot.dev/kubeboot/image/rootfs"
+	"kubeboot.dev/kubeboot/image/spec"
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// initrdPaths are the parts of the overlays tree the initrd is built from
+// (initramfs-tools configuration, hook and script, the STATE definition).
+var initrdPaths = []string{"etc/initramfs-tools", "usr/lib/kubeboot/repart.d"}
+
+// fileInput is a file to bake with the hash that keys the root step.
+type fileInput struct {
+	bake.File
+	hash string
+}
+
+// inputs are the resolved inputs of every step.
+type inputs struct {
+	rootfs          rootfs.Options
+	overlays        []string
+	overlaysHash    string
+	initrdFilesHash string
+	files           []fileInput
+	enable, mask    []string
+	diskSize        int64
+	qcow2           bool
+}
+
+// resolve reads the spec (and, unless OSOnly, the artifacts it pins) and
+// checks every input exists, naming what is missing and how to get it.
+func resolve(o Options) (*inputs, error) {
+	s, err := spec.Load(o.SpecPath)
+	if err != nil {
+		return nil, err
+	}
+	in := &inputs{
+		rootfs: rootfs.Options{Suite: s.Base.Suite, Mirror: s.Base.Mirror, Packages: s.Base.Packages, SourceDateEpoch: o.SourceDateEpoch},
+		mask:   []string{"systemd-firstboot.service"},
+	}
+	if s.Base.Distribution != "" && s.Base.Distribution != "debian" {
+		return nil, fmt.Errorf("%s: base.distribution %q: the image builder supports debian only", o.SpecPath, s.Base.Distribution)
+	}
+	if s.Output.DiskSize == "" {
+		s.Output.DiskSize = "8GiB"
+	}
+	if in.diskSize, err = parseSize(s.Output.DiskSize); err != nil {
+		return nil, fmt.Errorf("%s: output.diskSize: %w", o.SpecPath, err)
+	}
+	for _, f := range s.Output.Formats {
+		switch f {
+		case "raw":
+		case "qcow2":
+			in.qcow2 = true
+		default:
+			return nil, fmt.Errorf("%s: output.formats: %q is not raw or qcow2", o.SpecPath, f)
+		}
+	}
+
+	if s.Overlays == "" {
+		return nil, fmt.Errorf("%s: overlays is not set: %w", o.SpecPath, errNoOverlays)
+	}
+	overlays := s.Resolve(s.Overlays)
+	if st, err := os.Stat(overlays); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%s: overlays directory %s not found", o.SpecPath, overlays)
+	}
+	in.overlays = []string{overlays}
+	if in.overlaysHash, err = treeHash(overlays); err != nil {
+		return nil, err
+	}
+	h := newHasher("initrd files")
+	for _, p := range initrdPaths {
+		sum, err := treeHash(filepath.Join(overlays, p))
+		if err != nil {
+			return nil, err
+		}
+		h.add(p, sum)
+	}
+	in.initrdFilesHash = h.sum()
+
+	if o.Bootstrapd == "" {
+		return nil, fmt.Errorf("no bootstrapd binary given: build it with make build")
+	}
+	if err := in.addFile(bake.File{Path: "/usr/bin/bootstrapd", Source: o.Bootstrapd, Mode: 0o755},
+		"bootstrapd binary %s not found: run make build"); err != nil {
+		return nil, err
+	}
+	in.enable = append(in.enable, "bootstrapd.service")
+	if o.MachineConfig != "" {
+		if _, err := machineconfig.Load(o.MachineConfig); err != nil {
+			return nil, fmt.Errorf("--machine-config: %w", err)
+		}
+		// 0600: the config may hold join credentials.
+		if err := in.addFile(bake.File{Path: source.BakedPath, Source: o.MachineConfig, Mode: 0o600}, "machine config %s not found"); err != nil {
+			return nil, err
+		}
+	}
+	if !o.OSOnly {
+		set, err := artifacts.LoadWithCache(o.SpecPath, o.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes artifacts: %w (or build an image without Kubernetes with --os-only)", err)
+		}
+		if err := in.addArtifacts(set); err != nil {
+			return nil, err
+		}
+		in.enable = append(in.enable, "containerd.service", "kubelet.service")
+	}
+	for _, u := range in.enable {
+		if _, err := os.Stat(filepath.Join(overlays, "usr/lib/systemd/system", u)); err != nil {
+			return nil, fmt.Errorf("unit %s is not in %s/usr/lib/systemd/system: it must be shipped by the overlays", u, overlays)
+		}
+	}
+	sort.Slice(in.files, func(i, j int) bool { return in.files[i].Path < in.files[j].Path })
+	return in, nil
+}
+
+// addArtifacts installs the node binaries, CNI plugins and image archives.
+func (in *inputs) addArtifacts(set *artifacts.Set) error {
+	for _, name := range artifacts.NodeBinaries {
+		p, ok := set.Binaries[name]
+		if !ok {
+			return fmt.Errorf("artifact %s not in cache: run make artifacts", name)
+		}
+		if err := in.addFile(bake.File{Path: "/usr/bin/" + name, Source: p, Mode: 0o755}, "artifact %s not in cache: run make artifacts"); err != nil {
+			return err
+		}
+	}
+	names := make([]string, 0, len(set.CNIPlugins))
+	for n := range set.CNIPlugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := in.addFile(bake.File{Path: "/opt/cni/bin/" + n, Source: set.CNIPlugins[n], Mode: 0o755}, "CNI plugin %s not in cache: run make artifacts"); err != nil {
+			return err
+		}
+	}
+	var index strings.Builder
+	for _, im := range set.Images {
+		file := imageFileName(im.Ref)
+		if err := in.addFile(bake.File{Path: path.Join(ImagesDir, file), Source: im.Path, Mode: 0o644}, "image archive %s not in cache: run make artifacts"); err != nil {
+			return err
+		}
+		fmt.Fprintf(&index, "%s %s %s\n", im.Ref, im.Digest, file)
+	}
+	if len(set.Images) > 0 {
+		in.addData(ImagesIndex, []byte(index.String()), 0o644)
+	}
+	return nil
+}
+
+// imageFileName turns registry.k8s.io/coredns/coredns:v1.14.6 into
+// coredns_v1.14.6.tar.
+func imageFileName(ref string) string {
+	name := ref[strings.LastIndex(ref, "/")+1:]
+	return strings.ReplaceAll(name, ":", "_") + ".tar"
+}
+
+func (in *inputs) addFile(f bake.File, missing string) error {
+	sum, err := fileHash(f.Source)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return fmt.Errorf(missing, f.Source)
+		}
+		return err
+	}
+	in.files = append(in.files, fileInput{File: f, hash: sum})
+	return nil
+}
+
+func (in *inputs) addData(p string, data []byte, mode os.FileMode) {
+	h := newHasher("data")
+	h.add("contents", string(data))
+	in.files = append(in.files, fileInput{File: bake.File{Path: p, Data: data, Mode: mode}, hash: h.sum()})
+}
+
+func (in *inputs) bakeFiles() []bake.File {
+	out := make([]bake.File, 0, len(in.files))
+	for _, f := range in.files {
+		out = append(out, f.File)
+	}
+	return out
+}
+
+// stageInitrdFiles copies the initrd's part of the overlays into dst.
+func (in *inputs) stageInitrdFiles(dst string) error {
+	for _, o := range in.overlays {
+		for _, p := range initrdPaths {
+			src := filepath.Join(o, p)
+			if _, err := os.Stat(src); err != nil {
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, p)), 0o755); err != nil {
+				return err
+			}
+			if out, err := exec.Command("cp", "-r", "--preserve=mode", src, filepath.Join(dst, p)).CombinedOutput(); err != nil {
+				return fmt.Errorf("stage initrd files %s: %w: %s", src, err, out)
+			}
+		}
+	}
+	return nil
+}

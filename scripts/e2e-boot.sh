@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Boot smoke test of a kubeboot node image under QEMU (TCG) with OVMF.
+#
+#   scripts/e2e-boot.sh [IMAGE]      (default out/node.raw; .qcow2 works too)
+#
+# The image is never written: the VM runs on a qcow2 overlay of it with a
+# bigger virtual size, as a fresh disk would be. No network (-nic none).
+# A root shell on the second serial port (systemd.debug_shell, enabled for
+# this VM only through an SMBIOS type 11 string that systemd-boot appends to
+# the kernel command line) is driven over a unix socket to check:
+#   systemd reached multi-user; bootstrapd.service was started; STATE was
+#   created by systemd-repart and is mounted on /var (ext4); / is a read-only
+#   squashfs; /etc is an overlay whose changes survive a reboot.
+# Logs (serial console, shell transcript) are kept in $KUBEBOOT_E2E_LOGS
+# (default out/e2e-boot/).
+set -euo pipefail
+
+IMAGE=${1:-out/node.raw}
+LOGS=${KUBEBOOT_E2E_LOGS:-out/e2e-boot}
+BOOT_TIMEOUT=${KUBEBOOT_E2E_BOOT_TIMEOUT:-600}   # seconds, TCG on 2 shared cores
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+die() { echo "e2e-boot: FAIL: $*" >&2; exit 1; }
+[[ -f $IMAGE ]] || die "image $IMAGE not found: run make image"
+for t in qemu-system-x86_64 qemu-img socat; do
+  command -v "$t" >/dev/null || die "$t is missing: run scripts/setup-host.sh"
+done
+[[ -f $OVMF_CODE ]] || die "$OVMF_CODE is missing: run scripts/setup-host.sh (package ovmf)"
+
+case $IMAGE in *.qcow2) fmt=qcow2 ;; *) fmt=raw ;; esac
+mkdir -p "$LOGS"
+WORK=$(mktemp -d /tmp/kubeboot-e2e-boot.XXXXXX)
+QEMU_PID=
+cleanup() {
+  local rc=$?
+  if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+    kill "$QEMU_PID" 2>/dev/null || true
+    wait "$QEMU_PID" 2>/dev/null || true
+  fi
+  [[ -n ${SH_PID:-} ]] && kill "$SH_PID" 2>/dev/null || true
+  cp -f "$WORK/serial.log" "$LOGS/serial.log" 2>/dev/null || true
+  cp -f "$WORK/shell.log" "$LOGS/shell.log" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+qemu-img create -q -f qcow2 -b "$(realpath "$IMAGE")" -F "$fmt" "$WORK/disk.qcow2" 16G
+cp "$OVMF_VARS" "$WORK/vars.fd"
+: > "$WORK/shell.log"
+
+start=$(date +%s)
+qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+  -nodefaults -no-user-config -display none -nic none -monitor none \
+  -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
+  -drive if=pflash,format=raw,unit=1,file="$WORK/vars.fd" \
+  -drive file="$WORK/disk.qcow2",format=qcow2,if=virtio,cache=unsafe \
+  -smbios type=11,value=io.systemd.boot.kernel-cmdline-extra=systemd.debug_shell=/dev/ttyS1 \
+  -serial file:"$WORK/serial.log" \
+  -serial unix:"$WORK/shell.sock",server=on,wait=off &
+QEMU_PID=$!
+for _ in $(seq 50); do [[ -S $WORK/shell.sock ]] && break; sleep 0.2; done
+[[ -S $WORK/shell.sock ]] || die "QEMU did not create the shell socket"
+
+coproc SH { exec socat - UNIX-CONNECT:"$WORK/shell.sock"; }
+SH_PID=$SH_PID
+
+# clean LINE: drops the carriage return and bash's bracketed-paste switches.
+clean() {
+  local l=${1%$'\r'}
+  l=${l//$'\e[?2004h'/}
+  l=${l//$'\e[?2004l'/}
+  printf '%s' "$l"
+}
+
+# guest CMD [TIMEOUT]: runs CMD in the guest shell, prints its output,
+# returns its exit status. The end marker is split in the command text so
+# the tty echo of the command never matches it.
+OUT=
+guest() {
+  local cmd=$1 timeout=${2:-120} line deadline
+  deadline=$(( $(date +%s) + timeout ))
+  printf '%s\n' "$cmd; echo __KB_""END__ \$?" >&"${SH[1]}"
+  echo "> $cmd" >> "$WORK/shell.log"
+  OUT=
+  while (( $(date +%s) < deadline )); do
+    IFS= read -r -t 5 line <&"${SH[0]}" || continue
+    line=$(clean "$line")
+    echo "$line" >> "$WORK/shell.log"
+    if [[ $line =~ ^__KB_END__\ ([0-9]+)$ ]]; then
+      return "${BASH_REMATCH[1]}"
+    fi
+    [[ $line == *"__KB_"*"END__"* || $line == "$cmd"* ]] && continue
+    OUT+=$line$'\n'
+  done
+  die "guest command timed out after ${timeout}s: $cmd (see $LOGS/shell.log, $LOGS/serial.log)"
+}
+
+# wait_shell: pokes the debug shell until it answers (it starts early in boot).
+wait_shell() {
+  local deadline=$(( $(date +%s) + BOOT_TIMEOUT )) line
+  while (( $(date +%s) < deadline )); do
+    kill -0 "$QEMU_PID" 2>/dev/null || die "QEMU exited (see $LOGS/serial.log)"
+    printf '%s\n' 'stty -echo 2>/dev/null; PS1=; PS2=; export SYSTEMD_COLORS=0 SYSTEMD_PAGER=; bind "set enable-bracketed-paste off" 2>/dev/null; echo __KB_""READY__' >&"${SH[1]}"
+    while IFS= read -r -t 5 line <&"${SH[0]}"; do
+      line=$(clean "$line")
+      echo "$line" >> "$WORK/shell.log"
+      [[ $line == __KB_READY__ ]] && return 0
+    done
+  done
+  die "no debug shell on ttyS1 within ${BOOT_TIMEOUT}s (see $LOGS/serial.log)"
+}
+
+check() { # check DESCRIPTION: prints ok
+  echo "e2e-boot: ok: $1"
+}
+
+wait_shell
+guest 'systemctl is-system-running --wait' "$BOOT_TIMEOUT" || true
+state=${OUT//$'\n'/}
+booted=$(( $(date +%s) - start ))
+echo "e2e-boot: first boot finished in ${booted}s, system state: $state"
+guest 'systemctl is-active multi-user.target' || die "multi-user.target is not active: $OUT$(guest 'systemctl --failed --no-legend' || true; echo "$OUT")"
+check "multi-user.target active"
+if [[ $state != running ]]; then
+  guest 'systemctl --failed --no-legend --plain' || true
+  echo "e2e-boot: failed units: ${OUT:-none}"
+fi
+
+guest 'systemctl show -p ExecMainStartTimestampMonotonic --value bootstrapd.service' || die "systemctl show bootstrapd.service failed"
+[[ ${OUT//$'\n'/} =~ ^[1-9][0-9]*$ ]] || die "bootstrapd.service was not started (ExecMainStartTimestampMonotonic=${OUT//$'\n'/})"
+check "bootstrapd.service started"
+
+guest 'findmnt -n -o FSTYPE,OPTIONS /' || die "findmnt / failed"
+[[ $OUT == squashfs* && ,${OUT#* }, == *,ro,* ]] || die "root is not a read-only squashfs: $OUT"
+guest 'touch /kubeboot-e2e-probe' && die "root file system is writable"
+check "root is a read-only squashfs"
+
+guest 'findmnt -n -o SOURCE,FSTYPE /var' || die "/var is not a mount point"
+read -r var_dev var_fs <<<"$OUT"
+[[ $var_fs == ext4 ]] || die "/var is $var_fs, want ext4"
+guest "blkid -s PARTLABEL -o value $var_dev" || die "blkid $var_dev failed"
+[[ ${OUT//$'\n'/} == STATE ]] || die "/var is on $var_dev labelled '${OUT//$'\n'/}', want STATE"
+check "STATE ($var_dev, ext4) mounted on /var"
+
+guest 'findmnt -n -o FSTYPE /etc' && [[ ${OUT//$'\n'/} == overlay ]] || die "/etc is not an overlay: $OUT"
+token="kubeboot-e2e-$RANDOM-$RANDOM"
+guest "echo $token > /etc/kubeboot-e2e && cat /etc/machine-id && sync" || die "cannot write /etc"
+machine_id=${OUT//$'\n'/}
+check "/etc is a writable overlay (machine id $machine_id)"
+
+echo "e2e-boot: rebooting"
+guest 'systemctl reboot' 10 || true
+sleep 5
+wait_shell
+guest 'systemctl is-system-running --wait' "$BOOT_TIMEOUT" || true
+guest 'cat /etc/kubeboot-e2e /etc/machine-id' || die "/etc/kubeboot-e2e is gone after reboot: $OUT"
+[[ $OUT == "$token"$'\n'"$machine_id"$'\n' ]] || die "after reboot /etc/kubeboot-e2e + machine-id read '$OUT', want '$token' + '$machine_id'"
+check "/etc changes and the machine id persist across a reboot"
+guest 'findmnt -n -o SOURCE /var' && [[ ${OUT//$'\n'/} == "$var_dev" ]] || die "/var after reboot is $OUT, want $var_dev"
+check "STATE kept across reboot"
+
+guest 'systemctl poweroff' 10 || true
+for _ in $(seq 60); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+echo "e2e-boot: PASS ($IMAGE, first boot ${booted}s, total $(( $(date +%s) - start ))s)"
