@@ -18,27 +18,31 @@ var kubernetesBinaries = []string{"kubeadm", "kubelet", "kubectl", "kube-apiserv
 var (
 	stagingRE  = regexp.MustCompile(`^\s*(k8s\.io/[a-z0-9-]+)\s*=>\s*\./staging/src/`)
 	requiredRE = regexp.MustCompile(`^\s*(?:require\s+)?(k8s\.io/[a-z0-9-]+)\s+v0\.0\.0\b`)
+	goRE       = regexp.MustCompile(`^go (1\.\d+)`)
+	godebugRE  = regexp.MustCompile(`^godebug (default=go1\.\d+)`)
 )
 
-// stagingReplaces reads k8s.io/kubernetes's own go.mod at version and
-// turns each "k8s.io/x => ./staging/src/k8s.io/x" into a replace with the
-// published staging module (v0.<minor>.<patch>): the module requires its
-// staging modules at v0.0.0, which only resolves with these replaces.
-func (b *Builder) stagingReplaces(ctx context.Context, version string) ([]string, error) {
+// kubernetesGoMod reads k8s.io/kubernetes's own go.mod at version. Each
+// "k8s.io/x => ./staging/src/k8s.io/x" becomes a replace with the published
+// staging module (v0.<minor>.<patch>): the module requires its staging
+// modules at v0.0.0, which only resolves with these replaces. The GODEBUG
+// default is what upstream's binaries get: its godebug line, or the
+// default of its go line (v1.31 says go 1.22).
+func (b *Builder) kubernetesGoMod(ctx context.Context, version string) (replaces []string, godebug string, err error) {
 	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "k8s.io/kubernetes@"+version)
 	cmd.Dir = b.Cache.TempDir()
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("go mod download k8s.io/kubernetes@%s (is the Go module proxy reachable?): %w", version, err)
+		return nil, "", fmt.Errorf("go mod download k8s.io/kubernetes@%s (is the Go module proxy reachable?): %w", version, err)
 	}
 	var info struct{ GoMod, Error string }
 	if err := json.Unmarshal(out, &info); err != nil || info.GoMod == "" {
-		return nil, fmt.Errorf("go mod download k8s.io/kubernetes@%s: %s %v", version, info.Error, err)
+		return nil, "", fmt.Errorf("go mod download k8s.io/kubernetes@%s: %s %v", version, info.Error, err)
 	}
 	f, err := os.Open(info.GoMod)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	staging := "v0" + strings.TrimPrefix(version, "v1")
@@ -48,6 +52,12 @@ func (b *Builder) stagingReplaces(ctx context.Context, version string) ([]string
 	required := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		if m := goRE.FindStringSubmatch(sc.Text()); m != nil && godebug == "" {
+			godebug = "default=go" + m[1]
+		}
+		if m := godebugRE.FindStringSubmatch(sc.Text()); m != nil {
+			godebug = m[1]
+		}
 		if m := requiredRE.FindStringSubmatch(sc.Text()); m != nil {
 			required[m[1]] = true
 		}
@@ -56,16 +66,16 @@ func (b *Builder) stagingReplaces(ctx context.Context, version string) ([]string
 		}
 	}
 	if len(reps) == 0 {
-		return nil, fmt.Errorf("%s: no staging replace directives found in k8s.io/kubernetes@%s's go.mod", info.GoMod, version)
+		return nil, "", fmt.Errorf("%s: no staging replace directives found in k8s.io/kubernetes@%s's go.mod", info.GoMod, version)
 	}
-	return reps, sc.Err()
+	return reps, godebug, sc.Err()
 }
 
 // kubernetesModule is the build of the seven Kubernetes binaries, with the
 // flags upstream's hack/lib/golang.sh uses (static, selinux, notest,
 // grpcnotrace) and the version stamped so kubeadm's version checks work.
 func (b *Builder) kubernetesModule(ctx context.Context, version string) (*goModule, error) {
-	reps, err := b.stagingReplaces(ctx, version)
+	reps, godebug, err := b.kubernetesGoMod(ctx, version)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +88,7 @@ func (b *Builder) kubernetesModule(ctx context.Context, version string) (*goModu
 			"-X", p+".gitCommit=0000000000000000000000000000000000000000", "-X", p+".gitTreeState=clean",
 			"-X", p+".buildDate="+b.epoch.Format("2006-01-02T15:04:05Z"))
 	}
-	m := &goModule{dir: "kubernetes-" + version, require: "k8s.io/kubernetes@" + version, replaces: reps, godebug: "default=go1.26"}
+	m := &goModule{dir: "kubernetes-" + version, require: "k8s.io/kubernetes@" + version, replaces: reps, godebug: godebug}
 	for _, name := range kubernetesBinaries {
 		m.targets = append(m.targets, goTarget{name: name, kind: "binary", version: version,
 			pkg: "k8s.io/kubernetes/cmd/" + name, tags: []string{"selinux", "notest", "grpcnotrace"}, ldflags: ld})

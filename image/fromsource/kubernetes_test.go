@@ -46,9 +46,9 @@ func TestImageTagsAndRecipes(t *testing.T) {
 	}
 }
 
-// TestStagingReplaces reads k8s.io/kubernetes's go.mod through the Go
+// TestKubernetesGoMod reads k8s.io/kubernetes's go.mod through the Go
 // module proxy (which CI reaches) for the default and an older minor.
-func TestStagingReplaces(t *testing.T) {
+func TestKubernetesGoMod(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go not on PATH")
 	}
@@ -58,13 +58,14 @@ func TestStagingReplaces(t *testing.T) {
 	}
 	b := &Builder{Cache: c}
 	for version, must := range map[string][]string{
-		"v1.37.2":  {"k8s.io/api => k8s.io/api v0.37.2", "k8s.io/streaming => k8s.io/streaming v0.37.2"},
-		"v1.31.14": {"k8s.io/api => k8s.io/api v0.31.14", "k8s.io/kubelet => k8s.io/kubelet v0.31.14"},
+		"v1.37.2":  {"default=go1.26", "k8s.io/api => k8s.io/api v0.37.2", "k8s.io/streaming => k8s.io/streaming v0.37.2"},
+		"v1.31.14": {"default=go1.22", "k8s.io/api => k8s.io/api v0.31.14", "k8s.io/kubelet => k8s.io/kubelet v0.31.14"},
 	} {
-		reps, err := b.stagingReplaces(context.Background(), version)
+		reps, godebug, err := b.kubernetesGoMod(context.Background(), version)
 		if err != nil {
 			t.Fatalf("%s: %v", version, err)
 		}
+		reps = append(reps, godebug)
 		joined := strings.Join(reps, "\n")
 		for _, m := range must {
 			if !strings.Contains(joined, m) {
