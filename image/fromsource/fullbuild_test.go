@@ -271,3 +271,45 @@ func TestImagesImportIntoContainerd(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderMinorKubeadm builds only kubeadm of the v1.31 line (the
+// reference procedure's) with the same recipe and checks its version and
+// that the image tags derived from its image list are the 1.31 ones.
+func TestOlderMinorKubeadm(t *testing.T) {
+	cacheDir := requireFromSource(t)
+	c, err := fetch.Open(cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Builder{Cache: c, Progress: &progress.Lines{W: testWriter{t}}, epoch: time.Unix(0, 0).UTC(), goVersion: "test"}
+	// v1.31.14 cannot be built here: the module mirror does not serve
+	// k8s.io/kube-proxy@v0.31.14 (403), which kubeadm imports.
+	const version = "v1.31.0"
+	m, err := b.kubernetesModule(context.Background(), version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.targets = m.targets[:1] // kubeadm
+	files, err := b.buildModule(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeadm := c.FilePath(files[0].SHA256)
+	out, err := exec.Command(kubeadm, "version", "-o", "short").Output()
+	if err != nil || strings.TrimSpace(string(out)) != version {
+		t.Fatalf("kubeadm version: %q %v", out, err)
+	}
+	refs, err := kubeadmImages(context.Background(), kubeadm, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubeadm %s images: %v", version, refs)
+	if len(refs) != 7 {
+		t.Fatalf("want 7 images, got %v", refs)
+	}
+	for _, n := range []string{"etcd", "coredns", "pause"} {
+		if _, err := imageTag(refs, n); err != nil {
+			t.Error(err)
+		}
+	}
+}
