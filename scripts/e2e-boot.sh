@@ -98,8 +98,17 @@ guest() {
 }
 
 # wait_shell: pokes the debug shell until it answers (it starts early in boot).
+# The firmware and systemd-boot read every serial port too: keystrokes sent
+# before the kernel runs would drive the boot menu. So wait for the kernel's
+# banner on ttyS0 (after byte offset $1 of the log) before the first poke.
 wait_shell() {
-  local deadline=$(( $(date +%s) + BOOT_TIMEOUT )) line
+  local from=${1:-0} deadline=$(( $(date +%s) + BOOT_TIMEOUT )) line
+  # grep -c reads to the end: with -q, tail could die of SIGPIPE (pipefail).
+  until (( $(tail -c +"$((from + 1))" "$WORK/serial.log" | grep -ac 'Linux version') > 0 )); do
+    kill -0 "$QEMU_PID" 2>/dev/null || die "QEMU exited before the kernel started (see $LOGS/serial.log)"
+    (( $(date +%s) < deadline )) || die "the kernel did not start within ${BOOT_TIMEOUT}s (see $LOGS/serial.log)"
+    sleep 1
+  done
   while (( $(date +%s) < deadline )); do
     kill -0 "$QEMU_PID" 2>/dev/null || die "QEMU exited (see $LOGS/serial.log)"
     printf '%s\n' 'stty -echo 2>/dev/null; PS1=; PS2=; export SYSTEMD_COLORS=0 SYSTEMD_PAGER=; bind "set enable-bracketed-paste off" 2>/dev/null; echo __KB_""READY__' >&"${SH[1]}"
@@ -151,9 +160,9 @@ machine_id=${OUT//$'\n'/}
 check "/etc is a writable overlay (machine id $machine_id)"
 
 echo "e2e-boot: rebooting"
+log_size=$(stat -c %s "$WORK/serial.log")
 guest 'systemctl reboot' 10 || true
-sleep 5
-wait_shell
+wait_shell "$log_size"
 guest 'systemctl is-system-running --wait' "$BOOT_TIMEOUT" || true
 guest 'cat /etc/kubeboot-e2e /etc/machine-id' || die "/etc/kubeboot-e2e is gone after reboot: $OUT"
 [[ $OUT == "$token"$'\n'"$machine_id"$'\n' ]] || die "after reboot /etc/kubeboot-e2e + machine-id read '$OUT', want '$token' + '$machine_id'"
