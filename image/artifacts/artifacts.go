@@ -140,8 +140,7 @@ func Resolve(specPath, cacheDir string) (*Set, []Item, error) {
 			return nil, nil, fmt.Errorf("%s: CNI plugin %q from %s is not locked: re-run `kubeboot artifacts lock`", s.LockPath(), p, specPath)
 		}
 	}
-	want := append(append([]string{}, s.Images.ControlPlane...), s.Images.Extras...)
-	for _, ref := range want {
+	for _, ref := range s.AllImages() {
 		im, ok := l.Image(ref)
 		if !ok {
 			return nil, nil, fmt.Errorf("%s: image %s from %s is not locked: re-run `kubeboot artifacts lock`", s.LockPath(), ref, specPath)

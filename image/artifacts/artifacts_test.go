@@ -126,9 +126,26 @@ upstream:
 images:
   controlPlane:
 %[2]s
+  extras:
+    - {ref: local.example/tools/tool:v1, from: "oci-archive:tool.tar"}
 base: {suite: trixie, mirror: http://deb.debian.org/debian}
 `, u.httpURL, strings.Join(refs, "\n"))
-	p := filepath.Join(t.TempDir(), "image-upstream.yaml")
+	dir := t.TempDir()
+	// A local extra image, next to the spec (its path is relative).
+	tool, err := oci.Build(t.TempDir(), oci.Config{Entrypoint: []string{"/tool"}}, []oci.Entry{{Path: "/tool", Data: []byte("tool"), Mode: 0o755}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tool.Close()
+	f, err := os.Create(filepath.Join(dir, "tool.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oci.WriteArchive(f, tool, "local.example/tools/tool:v1"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	p := filepath.Join(dir, "image-upstream.yaml")
 	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +186,7 @@ func TestUpstreamLockFetchLoad(t *testing.T) {
 	u := startUpstream(t)
 	specPath := u.spec(t)
 	l, cacheDir := lockAndFetch(t, u, specPath)
-	if len(l.Images) != 7 {
+	if len(l.Images) != 8 {
 		t.Fatalf("locked %d images", len(l.Images))
 	}
 	set, err := LoadWithCache(specPath, cacheDir)
@@ -189,6 +206,9 @@ func TestUpstreamLockFetchLoad(t *testing.T) {
 	}
 	if b, err := os.ReadFile(set.CNIPlugins["bridge"]); err != nil || string(b) != "bridge-bytes" {
 		t.Errorf("CNI bridge: %q %v", b, err)
+	}
+	if len(set.Images) != 8 {
+		t.Fatalf("%d images in the set, want 7 control-plane + 1 local extra", len(set.Images))
 	}
 	for _, im := range set.Images {
 		info, err := oci.ReadArchive(im.Path)

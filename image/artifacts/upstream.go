@@ -77,14 +77,67 @@ func LockUpstream(ctx context.Context, s *spec.ImageSpec, c *fetch.Cache, r Remo
 			l.SetFile(lock.File{Name: name, Kind: kindOf(name), Version: f.Version, Source: url + "#" + member, SHA256: m.SHA256, Size: m.Size})
 		}
 	}
-	for _, ref := range append(append([]string{}, s.Images.ControlPlane...), s.Images.Extras...) {
-		digest, err := fetch.ResolveImage(ctx, ref, r.Registry...)
+	for _, src := range imageSources(s) {
+		task := r.reporter().Start("pin "+src.Ref, -1)
+		im, err := LockImage(ctx, c, src, r.Registry...)
+		task.Done(err)
 		if err != nil {
 			return nil, err
 		}
-		l.SetImage(lock.Image{Ref: ref, Source: ref, Digest: digest})
+		l.SetImage(im)
 	}
 	return l, nil
+}
+
+// imageSources are all images of a spec with where each comes from.
+func imageSources(s *spec.ImageSpec) []spec.Extra {
+	var out []spec.Extra
+	for _, ref := range s.Images.ControlPlane {
+		out = append(out, spec.Extra{Ref: ref})
+	}
+	for _, e := range s.Images.Extras {
+		if e.From != "" {
+			kind, p, _ := strings.Cut(e.From, ":")
+			e.From = kind + ":" + s.Resolve(p)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// LockImage pins one image: a registry tag is resolved to its linux/amd64
+// manifest digest, a local layout or archive is read; either way the image
+// is stored in the cache and its lock entry returned.
+func LockImage(ctx context.Context, c *fetch.Cache, src spec.Extra, reg ...remote.Option) (lock.Image, error) {
+	var digest, p string
+	var err error
+	source := src.Ref
+	if src.From != "" {
+		source = src.From
+		digest, p, err = c.LocalImage(ctx, src.Ref, src.From, "")
+	} else {
+		if digest, err = fetch.ResolveImage(ctx, src.Ref, reg...); err == nil {
+			p, err = c.PullImage(ctx, src.Ref, digest, reg...)
+		}
+	}
+	if err != nil {
+		return lock.Image{}, err
+	}
+	sha, size, err := fetch.HashFile(p)
+	if err != nil {
+		return lock.Image{}, err
+	}
+	return lock.Image{Ref: src.Ref, Source: source, Digest: digest, ArchiveSHA256: sha, ArchiveSize: size}, nil
+}
+
+// FetchImage brings one locked image into the cache, verified.
+func FetchImage(ctx context.Context, c *fetch.Cache, src spec.Extra, im lock.Image, reg ...remote.Option) error {
+	if src.From != "" {
+		_, _, err := c.LocalImage(ctx, src.Ref, src.From, im.Digest)
+		return err
+	}
+	_, err := c.PullImage(ctx, src.Ref, im.Digest, reg...)
+	return err
 }
 
 // FetchUpstream brings every locked file and image of an upstream spec into
@@ -119,13 +172,21 @@ func FetchUpstream(ctx context.Context, s *spec.ImageSpec, l *lock.Lock, c *fetc
 			}
 		}
 	}
-	for _, ref := range append(append([]string{}, s.Images.ControlPlane...), s.Images.Extras...) {
-		im, ok := l.Image(ref)
+	return FetchImages(ctx, s, l, c, r)
+}
+
+// FetchImages brings every locked image of the spec into the cache.
+func FetchImages(ctx context.Context, s *spec.ImageSpec, l *lock.Lock, c *fetch.Cache, r Remote) error {
+	for _, src := range imageSources(s) {
+		im, ok := l.Image(src.Ref)
 		if !ok {
-			return fmt.Errorf("%s: image %s is not locked: run `kubeboot artifacts lock --spec %s`", s.LockPath(), ref, s.Path())
+			return fmt.Errorf("%s: image %s is not locked: run `kubeboot artifacts lock --spec %s`", s.LockPath(), src.Ref, s.Path())
 		}
-		task := r.reporter().Start("pull "+ref+"@"+im.Digest, -1)
-		_, err := c.PullImage(ctx, ref, im.Digest, r.Registry...)
+		if _, err := os.Stat(c.ImagePath(im.Digest)); err == nil {
+			continue
+		}
+		task := r.reporter().Start("fetch "+src.Ref+"@"+im.Digest, -1)
+		err := FetchImage(ctx, c, src, im, r.Registry...)
 		task.Done(err)
 		if err != nil {
 			return err

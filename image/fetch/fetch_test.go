@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"kubeboot.dev/kubeboot/image/oci"
@@ -263,4 +265,76 @@ func TestPutImageDigestMismatch(t *testing.T) {
 		t.Fatalf("want MismatchError, got %v", err)
 	}
 	assertNothingCached(t, c)
+}
+
+func TestFileURL(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "kubectl")
+	if err := os.WriteFile(p, []byte("local kubectl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := openCache(t)
+	got, _, err := c.File(context.Background(), nil, "file://"+p, sha([]byte("local kubectl")), nil)
+	if err != nil || got != sha([]byte("local kubectl")) {
+		t.Fatalf("file URL: %s %v", got, err)
+	}
+	c2 := openCache(t)
+	var mm *MismatchError
+	if _, _, err := c2.File(context.Background(), nil, "file://"+p, sha([]byte("other")), nil); !errors.As(err, &mm) {
+		t.Fatalf("want MismatchError, got %v", err)
+	}
+	assertNothingCached(t, c2)
+}
+
+func TestLocalImageFromLayoutAndArchive(t *testing.T) {
+	img, err := oci.Build(t.TempDir(), oci.Config{Entrypoint: []string{"/tool"}}, []oci.Entry{{Path: "/tool", Data: []byte("tool"), Mode: 0o755}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	want, _ := img.Digest()
+	const ref = "local.example/tools/tool:v1"
+
+	// An OCI layout written by go-containerregistry, annotated with the tag.
+	dir := filepath.Join(t.TempDir(), "layout")
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"})); err != nil {
+		t.Fatal(err)
+	}
+	// An OCI archive as kubeboot writes them.
+	archive := filepath.Join(t.TempDir(), "tool.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oci.WriteArchive(f, img, ref); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	for _, from := range []string{"oci-layout:" + dir, "oci-archive:" + archive} {
+		c := openCache(t)
+		d, p, err := c.LocalImage(context.Background(), ref, from, "")
+		if err != nil {
+			t.Fatalf("%s: %v", from, err)
+		}
+		if d != want.String() {
+			t.Errorf("%s: digest %s, want %s", from, d, want)
+		}
+		info, err := oci.ReadArchive(p)
+		if err != nil || info.Ref != ref {
+			t.Errorf("%s: cached archive %+v %v", from, info, err)
+		}
+		c2 := openCache(t)
+		var mm *MismatchError
+		if _, _, err := c2.LocalImage(context.Background(), ref, from, "sha256:"+strings.Repeat("1", 64)); !errors.As(err, &mm) {
+			t.Errorf("%s: want MismatchError for a wrong pin, got %v", from, err)
+		}
+		assertNothingCached(t, c2)
+	}
+	if _, _, err := openCache(t).LocalImage(context.Background(), "local.example/other:v2", "oci-layout:"+dir, ""); err == nil {
+		t.Error("an image the layout does not name was accepted")
+	}
 }

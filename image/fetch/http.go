@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"kubeboot.dev/kubeboot/image/progress"
 )
@@ -16,6 +17,9 @@ import (
 func (c *Cache) File(ctx context.Context, client *http.Client, url, wantSHA string, rep progress.Reporter) (string, string, error) {
 	if wantSHA != "" && c.HasFile(wantSHA) {
 		return wantSHA, c.FilePath(wantSHA), nil
+	}
+	if strings.HasPrefix(url, "file://") {
+		return c.localFile(url, wantSHA)
 	}
 	if client == nil {
 		client = http.DefaultClient

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/fetch"
 	"kubeboot.dev/kubeboot/image/lock"
 	"kubeboot.dev/kubeboot/image/oci"
@@ -134,20 +135,20 @@ func (b *Builder) Build(ctx context.Context) (*lock.Lock, error) {
 		}
 		l.SetImage(im)
 	}
-	for _, ref := range s.Images.Extras {
-		digest, err := fetch.ResolveImage(ctx, ref)
-		if err != nil {
-			return nil, fmt.Errorf("images.extras %s: %w", ref, err)
+	// Extras come from a registry or a local OCI layout: they are pinned as
+	// found now.
+	for _, e := range s.Images.Extras {
+		if e.From != "" {
+			kind, p, _ := strings.Cut(e.From, ":")
+			e.From = kind + ":" + s.Resolve(p)
 		}
-		p, err := b.Cache.PullImage(ctx, ref, digest)
+		task := b.Progress.Start("pin "+e.Ref, -1)
+		im, err := artifacts.LockImage(ctx, b.Cache, e)
+		task.Done(err)
 		if err != nil {
-			return nil, fmt.Errorf("images.extras %s: %w", ref, err)
+			return nil, fmt.Errorf("images.extras %s: %w", e.Ref, err)
 		}
-		sha, size, err := fetch.HashFile(p)
-		if err != nil {
-			return nil, err
-		}
-		l.SetImage(lock.Image{Ref: ref, Source: ref, Digest: digest, ArchiveSHA256: sha, ArchiveSize: size})
+		l.SetImage(im)
 	}
 	return l, nil
 }

@@ -79,8 +79,34 @@ type Images struct {
 	// ControlPlane must equal, one for one, what the pinned kubeadm prints
 	// for `kubeadm config images list --kubernetes-version V`.
 	ControlPlane []string `yaml:"controlPlane"`
-	// Extras are pulled from a registry by digest (pinned in the lock).
-	Extras []string `yaml:"extras"`
+	// Extras are further images, pinned by digest in the lock.
+	Extras []Extra `yaml:"extras"`
+}
+
+// Extra is an extra image: a plain reference is pulled from its registry;
+// From takes it from a local OCI layout directory ("oci-layout:DIR") or
+// OCI archive ("oci-archive:FILE"), relative to the spec.
+type Extra struct {
+	Ref  string `yaml:"ref"`
+	From string `yaml:"from,omitempty"`
+}
+
+// UnmarshalYAML accepts "registry/repo:tag" as short for {ref: ...}.
+func (e *Extra) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&e.Ref)
+	}
+	type plain Extra
+	return n.Decode((*plain)(e))
+}
+
+// AllImages lists the control-plane images, then the extras' references.
+func (s *ImageSpec) AllImages() []string {
+	out := append([]string{}, s.Images.ControlPlane...)
+	for _, e := range s.Images.Extras {
+		out = append(out, e.Ref)
+	}
+	return out
 }
 
 // Upstreams says where the official artifacts live (Source: upstream).
@@ -217,7 +243,7 @@ func (s *ImageSpec) Validate() []error {
 		bad("images.controlPlane", "must list the images kubeadm needs (kubeadm config images list)")
 	}
 	seen := map[string]bool{}
-	for i, r := range append(append([]string{}, s.Images.ControlPlane...), s.Images.Extras...) {
+	for i, r := range s.AllImages() {
 		field := fmt.Sprintf("images.controlPlane[%d]", i)
 		if i >= len(s.Images.ControlPlane) {
 			field = fmt.Sprintf("images.extras[%d]", i-len(s.Images.ControlPlane))
@@ -230,6 +256,11 @@ func (s *ImageSpec) Validate() []error {
 		}
 		seen[r] = true
 	}
+	for i, e := range s.Images.Extras {
+		if e.From != "" && !strings.HasPrefix(e.From, "oci-layout:") && !strings.HasPrefix(e.From, "oci-archive:") {
+			bad(fmt.Sprintf("images.extras[%d].from", i), "%q must start with oci-layout: or oci-archive:", e.From)
+		}
+	}
 	if s.Upstream != nil {
 		names := map[string]bool{}
 		for i, f := range s.Upstream.Files {
@@ -237,8 +268,8 @@ func (s *ImageSpec) Validate() []error {
 			if f.Name == "" {
 				bad(field+".name", "required")
 			}
-			if !strings.HasPrefix(f.URL, "https://") && !strings.HasPrefix(f.URL, "http://") {
-				bad(field+".url", "must be an http(s) URL, got %q", f.URL)
+			if !strings.HasPrefix(f.URL, "https://") && !strings.HasPrefix(f.URL, "http://") && !strings.HasPrefix(f.URL, "file://") {
+				bad(field+".url", "must be an http(s) or file:// URL, got %q", f.URL)
 			}
 			for _, n := range append([]string{f.Name}, mapValues(f.Extract)...) {
 				if names[n] {

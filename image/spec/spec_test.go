@@ -78,3 +78,22 @@ func TestExpand(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestExtrasShortAndLongForm(t *testing.T) {
+	doc := strings.Replace(valid, "images: {controlPlane: [registry.k8s.io/pause:3.10]}",
+		"images: {controlPlane: [registry.k8s.io/pause:3.10], extras: [docker.io/library/busybox:1.37, {ref: local.example/x:v1, from: 'oci-layout:x'}]}", 1)
+	s, err := Parse("t.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Images.Extras) != 2 || s.Images.Extras[0].Ref != "docker.io/library/busybox:1.37" || s.Images.Extras[1].From != "oci-layout:x" {
+		t.Fatalf("extras: %+v", s.Images.Extras)
+	}
+	if got := s.AllImages(); len(got) != 3 || got[2] != "local.example/x:v1" {
+		t.Fatalf("AllImages: %v", got)
+	}
+	_, err = Parse("t.yaml", []byte(strings.Replace(doc, "oci-layout:x", "ftp://x", 1)))
+	if err == nil || !strings.Contains(err.Error(), "images.extras[1].from") {
+		t.Fatalf("bad from not reported: %v", err)
+	}
+}
