@@ -16,6 +16,7 @@ import (
 	"kubeboot.dev/kubeboot/image/fetch"
 	"kubeboot.dev/kubeboot/image/fromsource"
 	"kubeboot.dev/kubeboot/image/lock"
+	"kubeboot.dev/kubeboot/image/oci"
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/spec"
 )
@@ -48,6 +49,7 @@ func runArtifacts(args []string) int {
 	cacheDir := fs.String("cache", "", "artifact cache directory")
 	fromSource := fs.Bool("from-source", false, "build (required for build)")
 	buildLog := fs.String("build-log", "", "write the full output of every build command here")
+	verify := fs.Bool("verify", false, "list: re-hash every cached file and check every image archive")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
@@ -81,7 +83,7 @@ func runArtifacts(args []string) int {
 		err = cmd.build(ctx, *buildLog)
 	case "list":
 		var complete bool
-		complete, err = cmd.list()
+		complete, err = cmd.list(*verify)
 		if err == nil && !complete {
 			return exitFail
 		}
@@ -186,8 +188,9 @@ func (a *artifactsCmd) build(ctx context.Context, buildLog string) error {
 	return nil
 }
 
-// list prints every pinned artifact; it reports whether all are cached.
-func (a *artifactsCmd) list() (bool, error) {
+// list prints every pinned artifact; it reports whether all are cached
+// (and, with verify, intact).
+func (a *artifactsCmd) list(verify bool) (bool, error) {
 	set, items, err := artifacts.Resolve(a.specPath, a.cacheDir)
 	if err != nil {
 		return false, err
@@ -199,6 +202,13 @@ func (a *artifactsCmd) list() (bool, error) {
 		state := "cached"
 		if !it.Cached {
 			state, missing = "MISSING", missing+1
+		} else if verify {
+			if err := verifyItem(set.Cache, it); err != nil {
+				state, missing = "CORRUPT", missing+1
+				fmt.Fprintf(os.Stderr, "%s %s: %v\n", it.Kind, it.Name, err)
+			} else {
+				state = "verified"
+			}
 		}
 		h := it.Hash
 		if len(h) > 19 {
@@ -209,12 +219,28 @@ func (a *artifactsCmd) list() (bool, error) {
 	if err := tw.Flush(); err != nil {
 		return false, err
 	}
-	fmt.Fprintf(a.out, "%d pinned in %s, %d cached, %d missing (cache %s)\n", len(items),
+	fmt.Fprintf(a.out, "%d pinned in %s, %d cached, %d missing or corrupt (cache %s)\n", len(items),
 		filepath.Base(set.Spec.LockPath()), len(items)-missing, missing, set.Cache.Dir)
 	if missing > 0 {
 		return false, nil
 	}
 	return true, nil
+}
+
+// verifyItem re-hashes a cached file, or checks an image archive's blobs
+// and that it holds the locked manifest.
+func verifyItem(c *fetch.Cache, it artifacts.Item) error {
+	if it.Kind != "image" {
+		return c.VerifyFile(it.Hash)
+	}
+	info, err := oci.ReadArchive(it.Path)
+	if err != nil {
+		return err
+	}
+	if info.Digest.String() != it.Hash {
+		return fmt.Errorf("archive holds %s, the lock pins %s", info.Digest, it.Hash)
+	}
+	return nil
 }
 
 func mib(n int64) string {

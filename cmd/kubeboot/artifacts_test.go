@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log"
@@ -102,15 +104,26 @@ base: {suite: trixie, mirror: http://deb.debian.org/debian}
 	// Another machine: empty cache, list says missing, fetch fills it.
 	cache = filepath.Join(dir, "cache2")
 	code, out := captureStdout(t, func() int { return runArtifacts(args("list")) })
-	if code != exitFail || !strings.Contains(out, "MISSING") || !strings.Contains(out, "10 missing") {
+	if code != exitFail || !strings.Contains(out, "MISSING") || !strings.Contains(out, "10 missing or corrupt") {
 		t.Fatalf("list on an empty cache: %d\n%s", code, out)
 	}
 	if code, out := captureStdout(t, func() int { return runArtifacts(args("fetch")) }); code != exitOK {
 		t.Fatalf("fetch: %d %q", code, out)
 	}
 	code, out = captureStdout(t, func() int { return runArtifacts(args("list")) })
-	if code != exitOK || strings.Contains(out, "MISSING") || !strings.Contains(out, ref) || !strings.Contains(out, "0 missing") {
+	if code != exitOK || strings.Contains(out, "MISSING") || !strings.Contains(out, ref) || !strings.Contains(out, "0 missing or corrupt") {
 		t.Fatalf("list after fetch: %d\n%s", code, out)
+	}
+	// --verify re-hashes: a flipped byte in a cached file is reported.
+	if code, out := captureStdout(t, func() int { return runArtifacts(append(args("list"), "--verify")) }); code != exitOK || !strings.Contains(out, "verified") {
+		t.Fatalf("list --verify: %d\n%s", code, out)
+	}
+	kubeadm := filepath.Join(cache, "sha256", sha256hex("kubeadm binary"))
+	if err := os.WriteFile(kubeadm, []byte("kubeadm binarY"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := captureStdout(t, func() int { return runArtifacts(append(args("list"), "--verify")) }); code != exitFail || !strings.Contains(out, "CORRUPT") {
+		t.Fatalf("list --verify of a corrupted cache: %d\n%s", code, out)
 	}
 	// A changed upstream file is refused with a nonzero exit.
 	mu.Lock()
@@ -120,6 +133,11 @@ base: {suite: trixie, mirror: http://deb.debian.org/debian}
 	if code, _ := captureStdout(t, func() int { return runArtifacts(args("fetch")) }); code != exitFail {
 		t.Fatalf("fetch of a changed file: exit %d, want %d", code, exitFail)
 	}
+}
+
+func sha256hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 func TestArtifactsUsage(t *testing.T) {

@@ -18,11 +18,12 @@ import (
 	"kubeboot.dev/kubeboot/image/spec"
 )
 
-// Kinds of locked files.
+// Kinds of locked files (see package lock).
 const (
-	KindBinary    = "binary"
-	KindCNIPlugin = "cni-plugin"
-	KindRootfs    = "rootfs"
+	KindBinary    = lock.KindBinary
+	KindCNIPlugin = lock.KindCNIPlugin
+	KindRootfs    = lock.KindRootfs
+	KindArchive   = lock.KindArchive
 )
 
 // NodeBinaries are installed on the node itself (/usr/local/bin or

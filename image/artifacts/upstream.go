@@ -20,9 +20,6 @@ import (
 	"kubeboot.dev/kubeboot/image/spec"
 )
 
-// KindArchive is a downloaded release archive that binaries are taken from.
-const KindArchive = "archive"
-
 // Remote says how to reach upstream servers; tests point it at loopback.
 type Remote struct {
 	HTTP     *http.Client

@@ -129,7 +129,7 @@ func (b *Builder) Build(ctx context.Context) (*lock.Lock, error) {
 	l.SetFile(rootfs)
 
 	for _, ref := range refs {
-		im, err := b.assemble(ctx, l, ref)
+		im, err := b.assemble(l, ref)
 		if err != nil {
 			return nil, err
 		}

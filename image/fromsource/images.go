@@ -1,7 +1,6 @@
 package fromsource
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -59,7 +58,7 @@ func RecipeFor(ref string) (ImageRecipe, bool) {
 
 // assemble builds the image ref from binaries already in l and the cache,
 // stores its OCI archive in the cache and returns its lock entry.
-func (b *Builder) assemble(ctx context.Context, l *lock.Lock, ref string) (lock.Image, error) {
+func (b *Builder) assemble(l *lock.Lock, ref string) (lock.Image, error) {
 	r, ok := RecipeFor(ref)
 	if !ok {
 		return lock.Image{}, fmt.Errorf("no recipe to assemble %s from source (known: kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd, coredns, pause)", ref)
@@ -87,7 +86,7 @@ func AssembleImage(c *fetch.Cache, l *lock.Lock, ref string, r ImageRecipe) (loc
 	if r.Userland {
 		var rootfs *lock.File
 		for i := range l.Files {
-			if l.Files[i].Kind == "rootfs" {
+			if l.Files[i].Kind == lock.KindRootfs {
 				rootfs = &l.Files[i]
 			}
 		}

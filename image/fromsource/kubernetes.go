@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"kubeboot.dev/kubeboot/image/lock"
 )
 
 // kubernetesBinaries are built from k8s.io/kubernetes/cmd/<name>.
@@ -90,7 +92,7 @@ func (b *Builder) kubernetesModule(ctx context.Context, version string) (*goModu
 	}
 	m := &goModule{dir: "kubernetes-" + version, require: "k8s.io/kubernetes@" + version, replaces: reps, godebug: godebug}
 	for _, name := range kubernetesBinaries {
-		m.targets = append(m.targets, goTarget{name: name, kind: "binary", version: version,
+		m.targets = append(m.targets, goTarget{name: name, kind: lock.KindBinary, version: version,
 			pkg: "k8s.io/kubernetes/cmd/" + name, tags: []string{"selinux", "notest", "grpcnotrace"}, ldflags: ld})
 	}
 	return m, nil

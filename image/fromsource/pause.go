@@ -41,5 +41,5 @@ func (b *Builder) buildPause(ctx context.Context, version string) (lock.File, er
 	if err != nil {
 		return lock.File{}, err
 	}
-	return lock.File{Name: "pause", Kind: "binary", Version: version, Source: "gcc:image/fromsource/pause/pause.c", SHA256: sha, Size: st.Size()}, nil
+	return lock.File{Name: "pause", Kind: lock.KindBinary, Version: version, Source: "gcc:image/fromsource/pause/pause.c", SHA256: sha, Size: st.Size()}, nil
 }

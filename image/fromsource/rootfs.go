@@ -43,7 +43,7 @@ func (b *Builder) debianRootfs(ctx context.Context, suite, mirror string, packag
 	key := RootfsKey(suite, mirror, variant, packages)
 	index := filepath.Join(b.Cache.Dir, "rootfs", key+".sha256")
 	source := fmt.Sprintf("mmdebstrap --variant=%s --include=%s %s %s", variant, strings.Join(packages, ","), suite, mirror)
-	file := lock.File{Name: "rootfs-" + suite + "-kube-proxy-userland", Kind: "rootfs", Version: suite, Source: source}
+	file := lock.File{Name: "rootfs-" + suite + "-kube-proxy-userland", Kind: lock.KindRootfs, Version: suite, Source: source}
 	if data, err := os.ReadFile(index); err == nil {
 		sha := strings.TrimSpace(string(data))
 		if b.Cache.HasFile(sha) {

@@ -3,6 +3,8 @@ package fromsource
 import (
 	"sort"
 	"strings"
+
+	"kubeboot.dev/kubeboot/image/lock"
 )
 
 // The recipes below are the upstream projects' own release flags, reduced
@@ -12,21 +14,21 @@ func etcdModule(version string) *goModule {
 	// etcd's server main package is the module root; etcdctl is its own
 	// module at the same version, resolved in the same graph.
 	return &goModule{dir: "etcd-" + version, require: "go.etcd.io/etcd/server/v3@" + version, targets: []goTarget{
-		{name: "etcd", kind: "binary", version: version, pkg: "go.etcd.io/etcd/server/v3"},
-		{name: "etcdctl", kind: "binary", version: version, pkg: "go.etcd.io/etcd/etcdctl/v3"},
+		{name: "etcd", kind: lock.KindBinary, version: version, pkg: "go.etcd.io/etcd/server/v3"},
+		{name: "etcdctl", kind: lock.KindBinary, version: version, pkg: "go.etcd.io/etcd/etcdctl/v3"},
 	}}
 }
 
 func corednsModule(version string) *goModule {
 	return &goModule{dir: "coredns-" + version, require: "github.com/coredns/coredns@" + version, targets: []goTarget{
-		{name: "coredns", kind: "binary", version: version, pkg: "github.com/coredns/coredns",
+		{name: "coredns", kind: lock.KindBinary, version: version, pkg: "github.com/coredns/coredns",
 			ldflags: []string{"-X", "github.com/coredns/coredns/coremain.GitCommit=" + version}},
 	}}
 }
 
 func crictlModule(version string) *goModule {
 	return &goModule{dir: "cri-tools-" + version, require: "sigs.k8s.io/cri-tools@" + version, targets: []goTarget{
-		{name: "crictl", kind: "binary", version: version, pkg: "sigs.k8s.io/cri-tools/cmd/crictl",
+		{name: "crictl", kind: lock.KindBinary, version: version, pkg: "sigs.k8s.io/cri-tools/cmd/crictl",
 			ldflags: []string{"-X", "sigs.k8s.io/cri-tools/pkg/version.Version=" + version}},
 	}}
 }
@@ -38,7 +40,7 @@ func containerdModule(version string) *goModule {
 	tags := []string{"no_btrfs", "urfave_cli_no_docs"}
 	m := &goModule{dir: "containerd-" + version, require: "github.com/containerd/containerd/v2@" + version}
 	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
-		m.targets = append(m.targets, goTarget{name: name, kind: "binary", version: version,
+		m.targets = append(m.targets, goTarget{name: name, kind: lock.KindBinary, version: version,
 			pkg: "github.com/containerd/containerd/v2/cmd/" + name, tags: tags, ldflags: ld})
 	}
 	return m
@@ -56,7 +58,7 @@ func runcModule(version string) *goModule {
 		tags = append(tags, "netgo", "osusergo")
 	}
 	return &goModule{dir: "runc-" + version, require: "github.com/opencontainers/runc@" + version, targets: []goTarget{
-		{name: "runc", kind: "binary", version: version, pkg: "github.com/opencontainers/runc", cgo: true, static: static,
+		{name: "runc", kind: lock.KindBinary, version: version, pkg: "github.com/opencontainers/runc", cgo: true, static: static,
 			tags: tags, ldflags: []string{"-X", "main.version=" + strings.TrimPrefix(version, "v"), "-X", "main.gitCommit=kubeboot-from-source"}},
 	}}
 }
@@ -78,7 +80,7 @@ func cniModule(version string, plugins []string) (*goModule, error) {
 		if !ok {
 			return nil, &unknownPluginError{p}
 		}
-		m.targets = append(m.targets, goTarget{name: "cni-" + p, kind: "cni-plugin", version: version,
+		m.targets = append(m.targets, goTarget{name: "cni-" + p, kind: lock.KindCNIPlugin, version: version,
 			pkg:     "github.com/containernetworking/plugins/plugins/" + sub,
 			ldflags: []string{"-X", "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=" + version}})
 	}

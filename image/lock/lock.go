@@ -34,10 +34,18 @@ type Lock struct {
 	Images    []Image `yaml:"images"`
 }
 
+// Kinds of locked files.
+const (
+	KindBinary    = "binary"     // an executable
+	KindCNIPlugin = "cni-plugin" // named cni-<plugin>
+	KindRootfs    = "rootfs"     // a Debian rootfs tarball files are taken from
+	KindArchive   = "archive"    // a release archive binaries are extracted from
+)
+
 // File is a single file artifact (a binary, a CNI plugin, a rootfs tar).
 type File struct {
 	Name    string `yaml:"name"`
-	Kind    string `yaml:"kind"` // binary, cni-plugin, rootfs
+	Kind    string `yaml:"kind"` // one of the Kind constants
 	Version string `yaml:"version"`
 	// Source is where it came from: "go:<package>@<version>", "gcc:<file>",
 	// a URL, or "url#member" for a member of a downloaded archive.
