@@ -34,11 +34,16 @@ artifacts:
 	$(BIN)/kubeboot artifacts build --from-source --spec $(SPEC)
 	$(BIN)/kubeboot artifacts list --spec $(SPEC)
 
-image:
-	@echo "make image: not yet (image builder issue)"; exit 1
+# out/node.raw + out/node.qcow2 from $(SPEC) (docs/image.md).
+image: build artifacts
+	$(BIN)/kubeboot image build --spec $(SPEC) -o $(OUT)/node.raw
 
-e2e:
-	@echo "make e2e: not yet (image builder issue)"; exit 1
+# Part 1: check the image with sfdisk/fsck.vfat/unsquashfs/qemu-img, then
+# boot raw and qcow2 under QEMU+OVMF (scripts/e2e-boot.sh).
+e2e: image
+	KUBEBOOT_TEST_IMAGE=$(CURDIR)/$(OUT)/node.raw $(GO) test -count=1 -run TestBuiltImage -v ./image/build
+	scripts/e2e-boot.sh $(OUT)/node.raw
+	KUBEBOOT_E2E_LOGS=$(OUT)/e2e-boot-qcow2 scripts/e2e-boot.sh $(OUT)/node.qcow2
 
 clean:
 	rm -rf $(BIN) $(OUT)

@@ -159,6 +159,18 @@ guest "echo $token > /etc/kubeboot-e2e && cat /etc/machine-id && sync" || die "c
 machine_id=${OUT//$'\n'/}
 check "/etc is a writable overlay (machine id $machine_id)"
 
+if guest 'test -x /usr/bin/containerd'; then
+  guest 'systemctl is-active containerd.service' || die "containerd.service is not active: $OUT"
+  guest 'findmnt -n -o FSTYPE -T /var/lib/containerd' && [[ ${OUT//$'\n'/} == ext4 ]] || die "/var/lib/containerd is on '$OUT', want ext4 (STATE)"
+  guest 'ctr --address /run/containerd/containerd.sock version' || die "ctr cannot talk to containerd: $OUT"
+  check "containerd active, its store on ext4"
+  guest 'systemctl is-enabled kubelet.service' && [[ ${OUT//$'\n'/} == enabled ]] || die "kubelet.service is not enabled: $OUT"
+  guest 'systemctl show -p ConditionResult --value kubelet.service' && [[ ${OUT//$'\n'/} == no ]] || die "kubelet.service ran before kubeadm wrote its config (ConditionResult=$OUT)"
+  check "kubelet enabled and idle until kubeadm writes /var/lib/kubelet/config.yaml"
+else
+  echo "e2e-boot: note: image built without Kubernetes artifacts (--os-only): containerd/kubelet not checked"
+fi
+
 echo "e2e-boot: rebooting"
 log_size=$(stat -c %s "$WORK/serial.log")
 guest 'systemctl reboot' 10 || true

@@ -8,6 +8,7 @@ pkgs=(
   e2fsprogs qemu-utils
   systemd-container mmdebstrap    # nspawn boots for firewalld/systemd tests, rootfs builds
   busybox-static socat jq
+  ovmf qemu-system-x86            # image boot test: UEFI firmware, QEMU (TCG)
   gcc libc6-dev libseccomp-dev     # artifacts: static pause (gcc), static runc (libseccomp.a)
   dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)

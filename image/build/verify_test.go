@@ -1,0 +1,139 @@
+package build
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"kubeboot.dev/kubeboot/image/disk"
+)
+
+// TestBuiltImage checks an image made by `kubeboot image build` with the
+// real tools: sfdisk, fsck.vfat, unsquashfs, qemu-img. It is opt-in
+// because building an image takes minutes: make e2e runs it with
+// KUBEBOOT_TEST_IMAGE=out/node.raw.
+func TestBuiltImage(t *testing.T) {
+	img := os.Getenv("KUBEBOOT_TEST_IMAGE")
+	if img == "" {
+		t.Skip("set KUBEBOOT_TEST_IMAGE to a raw image from kubeboot image build (make e2e does)")
+	}
+	for _, tool := range []string{"sfdisk", "fsck.vfat", "unsquashfs", "dd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: run scripts/setup-host.sh", tool)
+		}
+	}
+	if out, err := exec.Command("sfdisk", "--verify", img).CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk --verify %s: %v\n%s", img, err, out)
+	}
+	out, err := exec.Command("sfdisk", "-J", img).Output()
+	if err != nil {
+		t.Fatalf("sfdisk -J: %v", err)
+	}
+	var dump struct {
+		PartitionTable struct {
+			Label      string `json:"label"`
+			Partitions []struct {
+				Start, Size int64
+				Type, Name  string
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal(out, &dump); err != nil {
+		t.Fatal(err)
+	}
+	parts := dump.PartitionTable.Partitions
+	want := []struct{ name, typ string }{{"ESP", string(disk.TypeESP)}, {"ROOT-A", string(disk.TypeRootX86_64)}, {"ROOT-B", string(disk.TypeRootX86_64)}}
+	if dump.PartitionTable.Label != "gpt" || len(parts) != len(want) {
+		t.Fatalf("want a GPT with ESP, ROOT-A, ROOT-B; sfdisk says:\n%s", out)
+	}
+	for i, w := range want {
+		if parts[i].Name != w.name || !strings.EqualFold(parts[i].Type, w.typ) {
+			t.Errorf("partition %d is %s %s, want %s %s", i+1, parts[i].Name, parts[i].Type, w.name, w.typ)
+		}
+	}
+	if parts[1].Size != parts[2].Size {
+		t.Errorf("ROOT-A has %d sectors, ROOT-B %d: want the same size", parts[1].Size, parts[2].Size)
+	}
+	st, _ := os.Stat(img)
+	if free := st.Size()/512 - (parts[2].Start + parts[2].Size); free*512 < minStateSize {
+		t.Errorf("only %d MiB free after ROOT-B for STATE", free*512/disk.MiB)
+	}
+
+	dir := t.TempDir()
+	espImg := filepath.Join(dir, "esp.img")
+	if out, err := exec.Command("dd", "if="+img, "of="+espImg, "bs=512", "skip="+strconv.FormatInt(parts[0].Start, 10),
+		"count="+strconv.FormatInt(parts[0].Size, 10), "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("dd ESP: %v %s", err, out)
+	}
+	if out, err := exec.Command("fsck.vfat", "-n", espImg).CombinedOutput(); err != nil {
+		t.Errorf("fsck.vfat -n on the ESP: %v\n%s", err, out)
+	}
+	mdir := exec.Command("mdir", "-/", "-b", "-i", espImg, "::/")
+	mdir.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	if out, err := mdir.Output(); err != nil {
+		t.Errorf("mdir on the ESP: %v", err)
+	} else {
+		for _, f := range []string{"::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/kubeboot-a.conf", "::/kubeboot/a/vmlinuz", "::/kubeboot/a/initrd.img"} {
+			if !strings.Contains(strings.ToUpper(string(out)), strings.ToUpper(f)) {
+				t.Errorf("ESP lacks %s:\n%s", f, out)
+			}
+		}
+	}
+
+	ls := exec.Command("unsquashfs", "-ll", "-o", strconv.FormatInt(parts[1].Start*512, 10), img)
+	ls.Env = append(os.Environ(), "TZ=UTC")
+	listing, err := ls.Output()
+	if err != nil {
+		t.Fatalf("unsquashfs -ll ROOT-A: %v", err)
+	}
+	entry := func(path string) string {
+		re := regexp.MustCompile(`(?m)^(\S+) (\S+) .* squashfs-root` + regexp.QuoteMeta(path) + `( -> (\S+))?$`)
+		m := re.FindStringSubmatch(string(listing))
+		if m == nil {
+			return ""
+		}
+		return m[1] + " " + m[2] + m[3]
+	}
+	checks := map[string]string{
+		"/usr/bin/bootstrapd": "-rwxr-xr-x root/root",
+		"/etc/systemd/system/multi-user.target.wants/bootstrapd.service": "lrwxrwxrwx root/root -> /lib/systemd/system/bootstrapd.service",
+		"/etc/systemd/system/systemd-firstboot.service":                  "lrwxrwxrwx root/root -> /dev/null",
+		"/etc/machine-id": "-rw-r--r-- root/root",
+	}
+	if strings.Contains(string(listing), "squashfs-root/usr/bin/kubelet") {
+		for _, b := range []string{"kubeadm", "kubelet", "kubectl", "crictl", "containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+			checks["/usr/bin/"+b] = "-rwxr-xr-x root/root"
+		}
+		checks["/etc/systemd/system/multi-user.target.wants/kubelet.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/kubelet.service"
+		checks["/etc/systemd/system/multi-user.target.wants/containerd.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/containerd.service"
+		checks["/opt/cni/bin/bridge"] = "-rwxr-xr-x root/root"
+		checks[ImagesIndex] = "-rw-r--r-- root/root"
+	} else {
+		t.Log("image built with --os-only: no Kubernetes binaries to check")
+	}
+	for p, w := range checks {
+		if got := entry(p); got != w {
+			t.Errorf("%s in ROOT-A: %q, want %q", p, got, w)
+		}
+	}
+	for _, gone := range []string{"/etc/hostname", "/etc/resolv.conf", "/etc/apt/sources.list", "/var/lib/apt/lists/lock"} {
+		if entry(gone) != "" {
+			t.Errorf("%s is in the image", gone)
+		}
+	}
+	if m := regexp.MustCompile(`(?m)^\S+ \S+ .* squashfs-root/etc/ssh/ssh_host_\S+$`).Find(listing); m != nil {
+		t.Errorf("SSH host key in the image: %s", m)
+	}
+
+	q := strings.TrimSuffix(img, filepath.Ext(img)) + ".qcow2"
+	if _, err := os.Stat(q); err == nil {
+		if out, err := exec.Command("qemu-img", "check", q).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img check %s: %v\n%s", q, err, out)
+		}
+	}
+}
