@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Image builder timings for docs/benchmarks.md ("Image builder"):
+# cold build (empty image step cache, mmdebstrap included), warm rebuild with
+# nothing changed, rebuild after an overlay change, each step's time, image
+# sizes, and the floor: the same mksquashfs and sfdisk work run bare.
+# Also checks reproducibility: the root step rebuilt from the same rootfs
+# gives the same raw image (sha256).
+#
+#   scripts/bench-image.sh [SPEC]     (default configs/image.yaml; needs make build artifacts)
+set -euo pipefail
+SPEC=${1:-configs/image.yaml}
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/kubeboot
+KB=bin/kubeboot
+WORK=$(mktemp -d /var/tmp/kubeboot-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+build() { # build LABEL SPEC OUT
+  local t0 out; t0=$(now)
+  out=$("$KB" image build --spec "$2" -o "$3" 2>/dev/null)
+  printf '### %s: %.1f s\n%s\n\n' "$1" "$(since "$t0")" "$(sed -n '/^STEP/,/^wrote/p' <<<"$out")"
+}
+
+echo "## $(date -u +%F) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+rm -rf "$CACHE/image"
+build "cold (image step cache empty)" "$SPEC" "$WORK/cold.raw"
+build "warm (nothing changed)" "$SPEC" "$WORK/warm.raw"
+cmp -s "$WORK/cold.raw" "$WORK/warm.raw" && echo "warm image is byte-identical to cold: yes" || echo "warm image is byte-identical to cold: NO"
+
+# Overlay change: a copy of the overlays with one changed file, through a
+# copy of the spec that points at it.
+cp -a "$(dirname "$SPEC")/../overlays" "$WORK/overlays"
+echo "# bench change" >> "$WORK/overlays/etc/containerd/config.toml"
+sed "s|^overlays:.*|overlays: $WORK/overlays|" "$SPEC" > "$WORK/spec.yaml"
+cp "$(dirname "$SPEC")/$(basename "${SPEC%.yaml}").lock" "$WORK/spec.lock"
+build "after an overlay change" "$WORK/spec.yaml" "$WORK/overlay.raw"
+
+# Reproducibility: drop the cached root, initrd and esp steps and rebuild
+# from the same cached rootfs.
+rm -rf "$CACHE/image/root" "$CACHE/image/initrd" "$CACHE/image/esp"
+build "rebuild of initrd/root/esp from the cached rootfs" "$SPEC" "$WORK/again.raw"
+a=$(sha256sum < "$WORK/cold.raw" | cut -d' ' -f1); b=$(sha256sum < "$WORK/again.raw" | cut -d' ' -f1)
+echo "sha256 cold  $a"; echo "sha256 again $b"; [[ $a == "$b" ]] && echo "reproducible: yes" || echo "reproducible: NO"
+echo
+
+echo "### sizes"
+ls -l "$WORK/cold.raw" "$WORK/cold.qcow2" | awk '{printf "%s %d bytes\n", $NF, $5}'
+du -B1 "$WORK/cold.raw" | awk '{printf "raw allocated %d bytes\n", $1}'
+sfdisk -d "$WORK/cold.raw" | grep '^/' | sed "s|$WORK/||"
+echo
+
+echo "### floor: the same work run bare"
+start=$(sfdisk -J "$WORK/cold.raw" | jq '.partitiontable.partitions[1].start')
+size=$(sfdisk -J "$WORK/cold.raw" | jq '.partitiontable.partitions[1].size')
+unsquashfs -q -n -d "$WORK/tree" -o $((start * 512)) "$WORK/cold.raw" >/dev/null
+t0=$(now)
+mksquashfs "$WORK/tree" "$WORK/bare.sqfs" -noappend -comp zstd -Xcompression-level 6 -all-time 315532800 -mkfs-time 315532800 -no-progress -quiet
+printf 'mksquashfs of the root tree: %.1f s (%d bytes)\n' "$(since "$t0")" "$(stat -c %s "$WORK/bare.sqfs")"
+t0=$(now)
+truncate -s "$(stat -c %s "$WORK/cold.raw")" "$WORK/bare.raw"
+sfdisk -q -d "$WORK/cold.raw" | grep -v '^device:' | sfdisk -q "$WORK/bare.raw" >/dev/null
+dd if="$WORK/bare.sqfs" of="$WORK/bare.raw" bs=4M seek=$((start * 512)) oflag=seek_bytes conv=notrunc status=none
+printf 'sfdisk + dd of ROOT-A into a raw file: %.1f s\n' "$(since "$t0")"
+t0=$(now)
+qemu-img convert -f raw -O qcow2 "$WORK/cold.raw" "$WORK/bare.qcow2"
+printf 'qemu-img convert raw -> qcow2: %.1f s\n' "$(since "$t0")"
