@@ -14,6 +14,7 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"go.yaml.in/yaml/v3"
 
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -65,6 +66,13 @@ func ReadNoCloud(dev string) (*Result, error) {
 	}
 	defer d.Close()
 	fsys, err := d.GetFilesystem(0) // the whole device is the file system
+	if err != nil {
+		// On a block device go-diskfs probes ISO9660 with the device's
+		// 512-byte sectors; ISO9660 always has 2048-byte blocks.
+		if iso, ierr := iso9660.Read(d.Backend, d.Size, 0, 2048); ierr == nil {
+			fsys, err = iso, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("NoCloud volume %s: no FAT or ISO9660 file system: %w", dev, err)
 	}
@@ -119,12 +127,12 @@ func fsType(t filesystem.Type) string {
 func readVolumeFile(fsys filesystem.FileSystem, name string) ([]byte, error) {
 	data, err := fsys.ReadFile(name)
 	if err == nil {
-		return data, nil
+		return trimToSize(fsys, name, data), nil
 	}
 	// Readers differ on whether names are rooted; a missing file must
 	// still read as fs.ErrNotExist whatever the reader says.
 	if data, err2 := fsys.ReadFile("/" + name); err2 == nil {
-		return data, nil
+		return trimToSize(fsys, "/"+name, data), nil
 	}
 	if _, serr := fsys.Stat(name); serr != nil {
 		if _, serr2 := fsys.Stat("/" + name); serr2 != nil {
@@ -132,6 +140,15 @@ func readVolumeFile(fsys filesystem.FileSystem, name string) ([]byte, error) {
 		}
 	}
 	return nil, err
+}
+
+// trimToSize cuts data to the file's size: go-diskfs v1.9.4's FAT reader
+// returns files padded with zeros to a whole cluster.
+func trimToSize(fsys filesystem.FileSystem, name string, data []byte) []byte {
+	if st, err := fsys.Stat(name); err == nil && st.Size() >= 0 && st.Size() < int64(len(data)) {
+		return data[:st.Size()]
+	}
+	return data
 }
 
 // metaData is the part of NoCloud meta-data bootstrapd uses.
