@@ -92,10 +92,11 @@ type Step struct {
 
 // Result of a build.
 type Result struct {
-	Raw, QCOW2 string
-	Steps      []Step
-	RootSize   int64 // squashfs bytes
-	ESPSize    int64
+	Raw, QCOW2   string
+	PackagesLock string // installed Debian packages, "name version arch" per line
+	Steps        []Step
+	RootSize     int64 // squashfs bytes
+	ESPSize      int64
 }
 
 // Build runs the pipeline.
@@ -190,17 +191,19 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		dir, cached, err := steps.make("root", rootKey.sum(), func(tmp string) error {
 			baked := filepath.Join(tmp, "tree")
 			files := append([]bake.File{{Path: PackagesLock, Source: filepath.Join(rootfsDir, "packages.lock"), Mode: 0o644}}, in.bakeFiles()...)
+			// The two halves are timed on their own (shown as root/bake and
+			// root/squashfs before the root total).
 			start := time.Now()
 			if err := bake.Bake(ctx, tree, baked, bake.Options{
 				Overlays: in.overlays, Files: files, Enable: in.enable, Mask: in.mask,
 			}); err != nil {
 				return err
 			}
-			o.Log.Info("image step", "step", "bake", "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+			res.Steps = append(res.Steps, Step{Name: "root/bake", Duration: time.Since(start)})
 			defer os.RemoveAll(baked)
 			start = time.Now()
 			err := squashfs.Build(ctx, baked, filepath.Join(tmp, "root.squashfs"), squashfs.Options{SourceDateEpoch: o.SourceDateEpoch})
-			o.Log.Info("image step", "step", "squashfs", "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+			res.Steps = append(res.Steps, Step{Name: "root/squashfs", Duration: time.Since(start)})
 			return err
 		})
 		rootDir = dir
@@ -259,7 +262,15 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		seed.add("esp", espKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
-		return false, writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) })
+		if err := writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
+			return false, err
+		}
+		// The exact Debian package versions, next to the image for review
+		// and diffs between builds (the image has them in PackagesLock).
+		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
+		return false, writeAtomically(res.PackagesLock, func(tmp string) error {
+			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)
+		})
 	}); err != nil {
 		return res, err
 	}

@@ -146,8 +146,31 @@ func copyInto(f *os.File, off, max int64, src string) error {
 	if st.Size() > max {
 		return fmt.Errorf("contents %s are %d bytes, larger than the partition (%d bytes): raise the partition size", src, st.Size(), max)
 	}
-	if _, err := io.Copy(io.NewOffsetWriter(f, off), in); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
+	// Blocks of zeros are skipped, not written: the image file stays sparse
+	// there (the disk was truncated to size, so they read as zeros).
+	buf := make([]byte, 1<<20)
+	for pos := off; ; {
+		n, err := io.ReadFull(in, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, werr := f.WriteAt(buf[:n], pos); werr != nil {
+				return fmt.Errorf("copy %s: %w", src, werr)
+			}
+		}
+		pos += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
 	}
-	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
