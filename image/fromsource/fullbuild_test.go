@@ -22,6 +22,15 @@ import (
 
 const specPath = "../../configs/image.yaml"
 
+// testSpec is the spec the import test loads: KUBEBOOT_TEST_SPEC picks
+// another built one (e.g. a v1.31 spec).
+func testSpec() string {
+	if p := os.Getenv("KUBEBOOT_TEST_SPEC"); p != "" {
+		return p
+	}
+	return specPath
+}
+
 // The full build takes about half an hour cold on two cores, so it only
 // runs when asked: KUBEBOOT_TEST_FROM_SOURCE=1 (make artifacts runs the
 // same build through the CLI). It uses the real cache, so a warm run takes
@@ -235,7 +244,7 @@ func TestImagesImportIntoContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run containerd and runc")
 	}
-	set, err := artifacts.LoadWithCache(specPath, cacheDir)
+	set, err := artifacts.LoadWithCache(testSpec(), cacheDir)
 	if err != nil {
 		t.Skipf("the from-source set is not built yet (run make artifacts): %v", err)
 	}
