@@ -40,10 +40,15 @@ image: build artifacts
 
 # Part 1: check the image with sfdisk/fsck.vfat/unsquashfs/qemu-img, then
 # boot raw and qcow2 under QEMU+OVMF (scripts/e2e-boot.sh).
+# A per-node image (config baked in) is built and booted too.
 e2e: image
 	KUBEBOOT_TEST_IMAGE=$(CURDIR)/$(OUT)/node.raw $(GO) test -count=1 -run TestBuiltImage -v ./image/build
 	scripts/e2e-boot.sh $(OUT)/node.raw
 	KUBEBOOT_E2E_LOGS=$(OUT)/e2e-boot-qcow2 scripts/e2e-boot.sh $(OUT)/node.qcow2
+	$(BIN)/kubeboot image build --spec $(SPEC) -o $(OUT)/e2e-node.raw --machine-config scripts/e2e/node.yaml
+	KUBEBOOT_TEST_IMAGE=$(CURDIR)/$(OUT)/e2e-node.raw KUBEBOOT_TEST_MACHINE_CONFIG=$(CURDIR)/scripts/e2e/node.yaml \
+	  $(GO) test -count=1 -run TestBuiltImage -v ./image/build
+	KUBEBOOT_E2E_SEED=none KUBEBOOT_E2E_LOGS=$(OUT)/e2e-boot-baked scripts/e2e-boot.sh $(OUT)/e2e-node.raw
 
 clean:
 	rm -rf $(BIN) $(OUT)

@@ -45,8 +45,8 @@ echo "sha256 cold  $a"; echo "sha256 again $b"; [[ $a == "$b" ]] && echo "reprod
 echo
 
 echo "### sizes"
-ls -l "$WORK/cold.raw" "$WORK/cold.qcow2" | awk '{printf "%s %d bytes\n", $NF, $5}'
-du -B1 "$WORK/cold.raw" | awk '{printf "raw allocated %d bytes\n", $1}'
+ls -l "$WORK/cold.raw" "$WORK/cold.qcow2" | awk '{printf "%s %s bytes\n", $NF, $5}'
+du -B1 "$WORK/cold.raw" | awk '{printf "raw allocated %s bytes\n", $1}'
 sfdisk -d "$WORK/cold.raw" | grep '^/' | sed "s|$WORK/||"
 echo
 

@@ -4,11 +4,16 @@
 #   scripts/e2e-boot.sh [IMAGE]      (default out/node.raw; .qcow2 works too)
 #
 # The image is never written: the VM runs on a qcow2 overlay of it with a
-# bigger virtual size, as a fresh disk would be. No network (-nic none).
+# bigger virtual size, as a fresh disk would be. The machine config
+# ($KUBEBOOT_E2E_CONFIG, default scripts/e2e/node.yaml) reaches bootstrapd on
+# a CIDATA volume made by `kubeboot cidata`; the VM's one NIC is a tap in a
+# network namespace made for the test, whose bridge holds the gateway
+# 172.16.0.254/24 and has no uplink.
 # A root shell on the second serial port (systemd.debug_shell, enabled for
 # this VM only through an SMBIOS type 11 string that systemd-boot appends to
 # the kernel command line) is driven over a unix socket to check:
-#   systemd reached multi-user; bootstrapd.service was started; STATE was
+#   systemd reached multi-user; bootstrapd.service applied the config
+#   (active, hostname, address; the node answers ping from the namespace); STATE was
 #   created by systemd-repart and is mounted on /var (ext4); / is a read-only
 #   squashfs; /etc is an overlay whose changes survive a reboot.
 # Logs (serial console, shell transcript) are kept in $KUBEBOOT_E2E_LOGS
@@ -16,6 +21,10 @@
 set -euo pipefail
 
 IMAGE=${1:-out/node.raw}
+CONFIG=${KUBEBOOT_E2E_CONFIG:-scripts/e2e/node.yaml}
+KUBEBOOT=${KUBEBOOT:-bin/kubeboot}
+NODE_MAC=52:54:00:80:ad:e2   # the MAC in scripts/e2e/node.yaml
+NODE_IP=172.16.0.21
 LOGS=${KUBEBOOT_E2E_LOGS:-out/e2e-boot}
 BOOT_TIMEOUT=${KUBEBOOT_E2E_BOOT_TIMEOUT:-600}   # seconds, TCG on 2 shared cores
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
@@ -23,7 +32,9 @@ OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 
 die() { echo "e2e-boot: FAIL: $*" >&2; exit 1; }
 [[ -f $IMAGE ]] || die "image $IMAGE not found: run make image"
-for t in qemu-system-x86_64 qemu-img socat; do
+[[ -x $KUBEBOOT ]] || die "$KUBEBOOT not found: run make build"
+[[ $(id -u) == 0 ]] || die "must run as root (network namespace, tap)"
+for t in qemu-system-x86_64 qemu-img socat ip busybox; do
   command -v "$t" >/dev/null || die "$t is missing: run scripts/setup-host.sh"
 done
 [[ -f $OVMF_CODE ]] || die "$OVMF_CODE is missing: run scripts/setup-host.sh (package ovmf)"
@@ -32,6 +43,7 @@ case $IMAGE in *.qcow2) fmt=qcow2 ;; *) fmt=raw ;; esac
 mkdir -p "$LOGS"
 WORK=$(mktemp -d /tmp/kubeboot-e2e-boot.XXXXXX)
 QEMU_PID=
+NS=kbe2e-$$
 cleanup() {
   local rc=$?
   if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
@@ -39,6 +51,7 @@ cleanup() {
     wait "$QEMU_PID" 2>/dev/null || true
   fi
   [[ -n ${SH_PID:-} ]] && kill "$SH_PID" 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
   cp -f "$WORK/serial.log" "$LOGS/serial.log" 2>/dev/null || true
   cp -f "$WORK/shell.log" "$LOGS/shell.log" 2>/dev/null || true
   rm -rf "$WORK"
@@ -46,13 +59,33 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# KUBEBOOT_E2E_SEED=none: no CIDATA volume, the image carries the config
+# (kubeboot image build --machine-config $CONFIG).
+seed_drive=()
+if [[ ${KUBEBOOT_E2E_SEED:-cidata} == cidata ]]; then
+  "$KUBEBOOT" cidata -o "$WORK/seed.iso" --config "$CONFIG" >/dev/null || die "kubeboot cidata failed for $CONFIG"
+  seed_drive=(-drive file="$WORK/seed.iso",format=raw,if=virtio,readonly=on)
+fi
+# The test's network: a bridge with the gateway address and the VM's tap,
+# inside a namespace of its own (no route out).
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add br0 type bridge
+ip -n "$NS" addr add 172.16.0.254/24 dev br0
+ip -n "$NS" link set br0 up
+ip -n "$NS" tuntap add dev tap0 mode tap
+ip -n "$NS" link set tap0 master br0
+ip -n "$NS" link set tap0 up
 qemu-img create -q -f qcow2 -b "$(realpath "$IMAGE")" -F "$fmt" "$WORK/disk.qcow2" 16G
 cp "$OVMF_VARS" "$WORK/vars.fd"
 : > "$WORK/shell.log"
 
 start=$(date +%s)
-qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
-  -nodefaults -no-user-config -display none -nic none -monitor none \
+ip netns exec "$NS" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+  -nodefaults -no-user-config -display none -monitor none \
+  -netdev tap,id=nd0,ifname=tap0,script=no,downscript=no \
+  -device virtio-net-pci,netdev=nd0,mac=$NODE_MAC \
+  "${seed_drive[@]}" \
   -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
   -drive if=pflash,format=raw,unit=1,file="$WORK/vars.fd" \
   -drive file="$WORK/disk.qcow2",format=qcow2,if=virtio,cache=unsafe \
@@ -137,9 +170,18 @@ if [[ $state != running ]]; then
   echo "e2e-boot: failed units: ${OUT:-none}"
 fi
 
-guest 'systemctl show -p ExecMainStartTimestampMonotonic --value bootstrapd.service' || die "systemctl show bootstrapd.service failed"
-[[ ${OUT//$'\n'/} =~ ^[1-9][0-9]*$ ]] || die "bootstrapd.service was not started (ExecMainStartTimestampMonotonic=${OUT//$'\n'/})"
-check "bootstrapd.service started"
+check_bootstrapd() {
+  guest 'systemctl show -p ExecMainStartTimestampMonotonic --value bootstrapd.service' || die "systemctl show bootstrapd.service failed"
+  [[ ${OUT//$'\n'/} =~ ^[1-9][0-9]*$ ]] || die "bootstrapd.service was not started (ExecMainStartTimestampMonotonic=${OUT//$'\n'/})"
+  guest 'systemctl is-active bootstrapd.service' || die "bootstrapd.service is not active: $OUT$(guest 'journalctl -b -u bootstrapd.service --no-pager -n 30'; echo "$OUT")"
+  local want_host
+  want_host=$(sed -n 's/^hostname: *//p' "$CONFIG")
+  guest 'hostname' && [[ ${OUT//$'\n'/} == "$want_host" ]] || die "hostname is '$OUT', want $want_host"
+  guest 'ip -color=never -4 -o addr show dev enp1s0' && [[ $OUT == *" $NODE_IP/24 "* ]] || die "enp1s0 lacks $NODE_IP/24: $OUT"
+  ip netns exec "$NS" busybox ping -c 1 -W 5 "$NODE_IP" >/dev/null || die "the node ($NODE_IP) does not answer ping from the test namespace"
+  check "bootstrapd.service applied $CONFIG (hostname $want_host, enp1s0 $NODE_IP/24, answers ping)"
+}
+check_bootstrapd
 
 guest 'findmnt -n -o FSTYPE,OPTIONS /' || die "findmnt / failed"
 [[ $OUT == squashfs* && ,${OUT#* }, == *,ro,* ]] || die "root is not a read-only squashfs: $OUT"
@@ -179,6 +221,7 @@ guest 'systemctl is-system-running --wait' "$BOOT_TIMEOUT" || true
 guest 'cat /etc/kubeboot-e2e /etc/machine-id' || die "/etc/kubeboot-e2e is gone after reboot: $OUT"
 [[ $OUT == "$token"$'\n'"$machine_id"$'\n' ]] || die "after reboot /etc/kubeboot-e2e + machine-id read '$OUT', want '$token' + '$machine_id'"
 check "/etc changes and the machine id persist across a reboot"
+check_bootstrapd
 guest 'findmnt -n -o SOURCE /var' && [[ ${OUT//$'\n'/} == "$var_dev" ]] || die "/var after reboot is $OUT, want $var_dev"
 check "STATE kept across reboot"
 

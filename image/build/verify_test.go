@@ -116,6 +116,21 @@ func TestBuiltImage(t *testing.T) {
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
 	}
+	if cfg := os.Getenv("KUBEBOOT_TEST_MACHINE_CONFIG"); cfg != "" {
+		// A per-node image: the config is baked where bootstrapd reads it,
+		// readable by root only (it may hold join credentials).
+		checks["/usr/share/kubeboot/machine.yaml"] = "-rw------- root/root"
+		want, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := exec.Command("unsquashfs", "-cat", "-o", strconv.FormatInt(parts[1].Start*512, 10), img, "/usr/share/kubeboot/machine.yaml").Output()
+		if err != nil || string(got) != string(want) {
+			t.Errorf("baked machine config differs from %s (%v)", cfg, err)
+		}
+	} else if entry("/usr/share/kubeboot/machine.yaml") != "" {
+		t.Error("a generic image carries a machine config")
+	}
 	for p, w := range checks {
 		if got := entry(p); got != w {
 			t.Errorf("%s in ROOT-A: %q, want %q", p, got, w)
