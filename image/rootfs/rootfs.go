@@ -89,6 +89,9 @@ func Build(ctx context.Context, dir, lockFile string, opts Options, log *os.File
 // Versions lists the packages installed in the rootfs dir, one
 // "name version architecture" line each, sorted.
 func Versions(dir string) (string, error) {
+	if _, err := os.Stat(dir + "/var/lib/dpkg/status"); err != nil {
+		return "", fmt.Errorf("rootfs %s has no dpkg database: %w", dir, err)
+	}
 	cmd := exec.Command("dpkg-query", "--admindir="+dir+"/var/lib/dpkg", "-W", "-f", "${Package} ${Version} ${Architecture}\n")
 	out, err := cmd.Output()
 	if err != nil {
