@@ -15,7 +15,8 @@
 #   systemd reached multi-user; bootstrapd.service applied the config
 #   (active, hostname, address; the node answers ping from the namespace); STATE was
 #   created by systemd-repart and is mounted on /var (ext4); / is a read-only
-#   squashfs; /etc is an overlay whose changes survive a reboot.
+#   squashfs; /etc is an overlay whose changes survive a reboot; after the
+#   disk grows (qemu-img resize between two boots) STATE and its ext4 grow.
 # Logs (serial console, shell transcript) are kept in $KUBEBOOT_E2E_LOGS
 # (default out/e2e-boot/).
 set -euo pipefail
@@ -50,7 +51,7 @@ cleanup() {
     kill "$QEMU_PID" 2>/dev/null || true
     wait "$QEMU_PID" 2>/dev/null || true
   fi
-  [[ -n ${SH_PID:-} ]] && kill "$SH_PID" 2>/dev/null || true
+  [[ -n ${SHELL_PID:-} ]] && kill "$SHELL_PID" 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   cp -f "$WORK/serial.log" "$LOGS/serial.log" 2>/dev/null || true
   cp -f "$WORK/shell.log" "$LOGS/shell.log" 2>/dev/null || true
@@ -80,24 +81,39 @@ qemu-img create -q -f qcow2 -b "$(realpath "$IMAGE")" -F "$fmt" "$WORK/disk.qcow
 cp "$OVMF_VARS" "$WORK/vars.fd"
 : > "$WORK/shell.log"
 
-start=$(date +%s)
-ip netns exec "$NS" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
-  -nodefaults -no-user-config -display none -monitor none \
-  -netdev tap,id=nd0,ifname=tap0,script=no,downscript=no \
-  -device virtio-net-pci,netdev=nd0,mac=$NODE_MAC \
-  "${seed_drive[@]}" \
-  -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
-  -drive if=pflash,format=raw,unit=1,file="$WORK/vars.fd" \
-  -drive file="$WORK/disk.qcow2",format=qcow2,if=virtio,cache=unsafe \
-  -smbios type=11,value=io.systemd.boot.kernel-cmdline-extra=systemd.debug_shell=/dev/ttyS1 \
-  -serial file:"$WORK/serial.log" \
-  -serial unix:"$WORK/shell.sock",server=on,wait=off &
-QEMU_PID=$!
-for _ in $(seq 50); do [[ -S $WORK/shell.sock ]] && break; sleep 0.2; done
-[[ -S $WORK/shell.sock ]] || die "QEMU did not create the shell socket"
+# start_vm: starts QEMU on the overlay (the serial log starts anew) and
+# connects the shell coprocess to its second serial port.
+start_vm() {
+  rm -f "$WORK/shell.sock"
+  ip netns exec "$NS" qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+    -nodefaults -no-user-config -display none -monitor none \
+    -netdev tap,id=nd0,ifname=tap0,script=no,downscript=no \
+    -device virtio-net-pci,netdev=nd0,mac=$NODE_MAC \
+    "${seed_drive[@]}" \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
+    -drive if=pflash,format=raw,unit=1,file="$WORK/vars.fd" \
+    -drive file="$WORK/disk.qcow2",format=qcow2,if=virtio,cache=unsafe \
+    -smbios type=11,value=io.systemd.boot.kernel-cmdline-extra=systemd.debug_shell=/dev/ttyS1 \
+    -serial file:"$WORK/serial.log" \
+    -serial unix:"$WORK/shell.sock",server=on,wait=off &
+  QEMU_PID=$!
+  for _ in $(seq 50); do [[ -S $WORK/shell.sock ]] && break; sleep 0.2; done
+  [[ -S $WORK/shell.sock ]] || die "QEMU did not create the shell socket"
+  coproc SH { exec socat - UNIX-CONNECT:"$WORK/shell.sock"; }
+  SHELL_PID=$SH_PID  # bash unsets SH_PID when the coprocess ends
+}
 
-coproc SH { exec socat - UNIX-CONNECT:"$WORK/shell.sock"; }
-SH_PID=$SH_PID
+# stop_vm: powers the guest off and waits for QEMU to exit.
+stop_vm() {
+  guest 'systemctl poweroff' 10 || true
+  for _ in $(seq 120); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+  kill -0 "$QEMU_PID" 2>/dev/null && die "the guest did not power off within 120s"
+  wait "$QEMU_PID" 2>/dev/null || true
+  wait "${SHELL_PID:-}" 2>/dev/null || true
+}
+
+start=$(date +%s)
+start_vm
 
 # clean LINE: drops the carriage return and bash's bracketed-paste switches.
 clean() {
@@ -225,6 +241,21 @@ check_bootstrapd
 guest 'findmnt -n -o SOURCE /var' && [[ ${OUT//$'\n'/} == "$var_dev" ]] || die "/var after reboot is $OUT, want $var_dev"
 check "STATE kept across reboot"
 
-guest 'systemctl poweroff' 10 || true
-for _ in $(seq 60); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+# A bigger disk (as after moving the node to a larger one): systemd-repart
+# grows STATE to the new end of the disk and the initrd grows its ext4.
+guest 'df -B1 --output=size /var | tail -n 1' || die "df /var failed"
+size_before=${OUT//[^0-9]/}
+stop_vm
+cp "$WORK/serial.log" "$LOGS/serial-boot1.log"
+qemu-img resize -q "$WORK/disk.qcow2" +4G
+start_vm
+wait_shell
+guest 'systemctl is-system-running --wait' "$BOOT_TIMEOUT" || true
+guest 'df -B1 --output=size /var | tail -n 1' || die "df /var failed"
+size_after=${OUT//[^0-9]/}
+(( size_after > size_before + (3 << 30) )) || die "/var did not grow with the disk: $size_before -> $size_after bytes"
+guest 'cat /etc/kubeboot-e2e' && [[ ${OUT//$'\n'/} == "$token" ]] || die "/etc lost its changes after the disk grew: $OUT"
+check "STATE grew with the disk ($((size_before >> 20)) -> $((size_after >> 20)) MiB), data kept"
+
+stop_vm
 echo "e2e-boot: PASS ($IMAGE, first boot ${booted}s, total $(( $(date +%s) - start ))s)"
