@@ -85,7 +85,7 @@ runtime: {containerd: v2.4.2, runc: v1.5.2, crictl: v1.36.0, cniPlugins: {versio
 upstream:
   files:
 ` + list.String() + `images: {controlPlane: [` + ref + `]}
-base: {suite: trixie, mirror: http://deb.debian.org/debian}
+base: {suite: trixie, mirror: http://mirror.invalid/debian}
 `
 	dir := t.TempDir()
 	specPath := filepath.Join(dir, "up.yaml")

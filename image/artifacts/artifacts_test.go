@@ -128,7 +128,7 @@ images:
 %[2]s
   extras:
     - {ref: local.example/tools/tool:v1, from: "oci-archive:tool.tar"}
-base: {suite: trixie, mirror: http://deb.debian.org/debian}
+base: {suite: trixie, mirror: http://mirror.invalid/debian}
 `, u.httpURL, strings.Join(refs, "\n"))
 	dir := t.TempDir()
 	// A local extra image, next to the spec (its path is relative).

@@ -39,7 +39,7 @@ func TestBake(t *testing.T) {
 		"etc/resolv.conf":                 "nameserver 10.255.255.53\n",
 		"etc/ssh/ssh_host_ed25519_key":    "PRIVATE",
 		"etc/ssh/sshd_config":             "# kept\n",
-		"etc/apt/sources.list":            "deb http://deb.debian.org/debian trixie main\n",
+		"etc/apt/sources.list":            "deb http://mirror.invalid/debian trixie main\n",
 		"etc/passwd-":                     "root:x:0:0::/root:/bin/sh\n",
 		"etc/passwd":                      "root:x:0:0::/root:/bin/sh\n",
 		"var/lib/apt/lists/deb_Packages":  "x",

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/image/aptmirror"
 	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/bake"
 	"kubeboot.dev/kubeboot/image/rootfs"
@@ -46,8 +47,12 @@ func resolve(o Options) (*inputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	mirror, _, err := aptmirror.Resolve(s.Base.Mirror)
+	if err != nil {
+		return nil, fmt.Errorf("%s: base.mirror is not set: %w", o.SpecPath, err)
+	}
 	in := &inputs{
-		rootfs: rootfs.Options{Suite: s.Base.Suite, Mirror: s.Base.Mirror, Packages: s.Base.Packages, SourceDateEpoch: o.SourceDateEpoch},
+		rootfs: rootfs.Options{Suite: s.Base.Suite, Mirror: mirror, Packages: s.Base.Packages, SourceDateEpoch: o.SourceDateEpoch},
 		mask:   []string{"systemd-firstboot.service"},
 	}
 	if s.Base.Distribution != "" && s.Base.Distribution != "debian" {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"kubeboot.dev/kubeboot/image/aptmirror"
 	"kubeboot.dev/kubeboot/image/lock"
 	"kubeboot.dev/kubeboot/image/oci"
 )
@@ -37,12 +38,21 @@ func RootfsKey(suite, mirror, variant string, packages []string) string {
 
 // debianRootfs makes (or reuses) an mmdebstrap tarball of packages and
 // their dependencies, unpacked but not configured (variant extract): only
-// files are taken from it, nothing runs inside it.
-func (b *Builder) debianRootfs(ctx context.Context, suite, mirror string, packages []string) (lock.File, error) {
+// files are taken from it, nothing runs inside it. An empty specMirror
+// means the build machine's own Debian mirror; the cache key holds the
+// resolved mirror, the lock's source text names only an explicit one.
+func (b *Builder) debianRootfs(ctx context.Context, suite, specMirror string, packages []string) (lock.File, error) {
 	const variant = "extract"
+	mirror, fromHost, err := aptmirror.Resolve(specMirror)
+	if err != nil {
+		return lock.File{}, fmt.Errorf("kube-proxy userland rootfs: base.mirror is not set: %w", err)
+	}
 	key := RootfsKey(suite, mirror, variant, packages)
 	index := filepath.Join(b.Cache.Dir, "rootfs", key+".sha256")
 	source := fmt.Sprintf("mmdebstrap --variant=%s --include=%s %s %s", variant, strings.Join(packages, ","), suite, mirror)
+	if fromHost {
+		source = fmt.Sprintf("mmdebstrap --variant=%s --include=%s %s (build host's Debian mirror)", variant, strings.Join(packages, ","), suite)
+	}
 	file := lock.File{Name: "rootfs-" + suite + "-kube-proxy-userland", Kind: lock.KindRootfs, Version: suite, Source: source}
 	if data, err := os.ReadFile(index); err == nil {
 		sha := strings.TrimSpace(string(data))

@@ -79,6 +79,11 @@ func TestKubeProxyUserland(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// configs/image.yaml leaves the mirror to the build machine: the lock
+	// must not record its URL.
+	if want := "mmdebstrap --variant=extract --include=conntrack,iptables,nftables trixie (build host's Debian mirror)"; s.Base.Mirror == "" && f.Source != want {
+		t.Errorf("lock source %q, want %q", f.Source, want)
+	}
 	entries, err := kubeProxyUserland(c.FilePath(f.SHA256))
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ var Required = []string{
 // Options say what to install.
 type Options struct {
 	Suite           string   // trixie
-	Mirror          string   // http://deb.debian.org/debian
+	Mirror          string   // resolved: base.mirror or the build machine's (aptmirror)
 	Packages        []string // added to Required
 	SourceDateEpoch int64
 }
@@ -67,7 +67,7 @@ func (o Options) Args(dir string) []string {
 // installed package versions to lockFile ("name version arch" per line).
 func Build(ctx context.Context, dir, lockFile string, opts Options, log *os.File) error {
 	if opts.Suite == "" || opts.Mirror == "" {
-		return fmt.Errorf("rootfs: base.suite and base.mirror must be set in the spec")
+		return fmt.Errorf("rootfs: base.suite must be set in the spec and the mirror resolved")
 	}
 	cmd := exec.CommandContext(ctx, "mmdebstrap", opts.Args(dir)...)
 	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(opts.SourceDateEpoch, 10), "LC_ALL=C.UTF-8")

@@ -10,7 +10,7 @@ import (
 )
 
 func TestPackageListKeyAndArgs(t *testing.T) {
-	o := Options{Suite: "trixie", Mirror: "http://deb.debian.org/debian", Packages: []string{"less", "systemd", "iproute2"}, SourceDateEpoch: 315532800}
+	o := Options{Suite: "trixie", Mirror: "http://mirror.invalid/debian", Packages: []string{"less", "systemd", "iproute2"}, SourceDateEpoch: 315532800}
 	list := o.PackageList()
 	if !slices.IsSorted(list) {
 		t.Errorf("package list not sorted: %v", list)

@@ -127,10 +127,12 @@ type UpstreamFile struct {
 }
 
 // Base is the node's operating system (consumed by the image builder).
+// Mirror is optional: empty means the Debian mirror of the build machine's
+// own apt sources (image/aptmirror).
 type Base struct {
 	Distribution string   `yaml:"distribution"`
 	Suite        string   `yaml:"suite"`
-	Mirror       string   `yaml:"mirror"`
+	Mirror       string   `yaml:"mirror,omitempty"`
 	Packages     []string `yaml:"packages"`
 }
 
@@ -282,8 +284,8 @@ func (s *ImageSpec) Validate() []error {
 	if s.Base.Suite == "" {
 		bad("base.suite", "required (e.g. trixie)")
 	}
-	if s.Base.Mirror == "" {
-		bad("base.mirror", "required (e.g. http://deb.debian.org/debian)")
+	if m := s.Base.Mirror; m != "" && !strings.HasPrefix(m, "http://") && !strings.HasPrefix(m, "https://") {
+		bad("base.mirror", "must be an http(s) URL of a Debian archive, got %q (leave it out to use the build machine's mirror)", m)
 	}
 	for _, f := range s.Output.Formats {
 		if f != "raw" && f != "qcow2" {

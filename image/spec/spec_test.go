@@ -30,7 +30,7 @@ source: fromSource
 kubernetes: {version: v1.31.14}
 runtime: {containerd: v2.4.2, runc: v1.5.2, crictl: v1.31.1, cniPlugins: {version: v1.10.0, plugins: [bridge]}}
 images: {controlPlane: [registry.k8s.io/pause:3.10]}
-base: {suite: trixie, mirror: http://deb.debian.org/debian}
+base: {suite: trixie, mirror: http://mirror.invalid/debian}
 output: {formats: [raw], diskSize: 8GiB}
 `
 
@@ -95,5 +95,19 @@ func TestExtrasShortAndLongForm(t *testing.T) {
 	_, err = Parse("t.yaml", []byte(strings.Replace(doc, "oci-layout:x", "ftp://x", 1)))
 	if err == nil || !strings.Contains(err.Error(), "images.extras[1].from") {
 		t.Fatalf("bad from not reported: %v", err)
+	}
+}
+
+func TestMirrorOptional(t *testing.T) {
+	s, err := Parse("t.yaml", []byte(strings.Replace(valid, ", mirror: http://mirror.invalid/debian", "", 1)))
+	if err != nil {
+		t.Fatalf("a spec without base.mirror (the build machine's mirror) was refused: %v", err)
+	}
+	if s.Base.Mirror != "" {
+		t.Errorf("mirror %q, want empty", s.Base.Mirror)
+	}
+	_, err = Parse("t.yaml", []byte(strings.Replace(valid, "http://mirror.invalid/debian", "mirror.invalid/debian", 1)))
+	if err == nil || !strings.Contains(err.Error(), "t.yaml: base.mirror") {
+		t.Fatalf("a mirror without a scheme: %v", err)
 	}
 }
