@@ -13,7 +13,11 @@
 # this VM only through an SMBIOS type 11 string that systemd-boot appends to
 # the kernel command line) is driven over a unix socket to check:
 #   systemd reached multi-user; bootstrapd.service applied the config
-#   (active, hostname, address; the node answers ping from the namespace); STATE was
+#   (active, hostname, address; the node answers ping from the namespace);
+#   firewalld is active, bootstrapd's firewall stage is done and
+#   firewall-cmd lists exactly the role's ports; a TCP probe from the
+#   namespace reaches a listener on an opened port and is rejected by
+#   firewalld on an unlisted one; STATE was
 #   created by systemd-repart and is mounted on /var (ext4); / is a read-only
 #   squashfs; /etc is an overlay whose changes survive a reboot; after the
 #   disk grows (qemu-img resize between two boots) STATE and its ext4 grow.
@@ -181,6 +185,13 @@ booted=$(( $(date +%s) - start ))
 echo "e2e-boot: first boot finished in ${booted}s, system state: $state"
 guest 'systemctl is-active multi-user.target' || die "multi-user.target is not active: $OUT$(guest 'systemctl --failed --no-legend' || true; echo "$OUT")"
 check "multi-user.target active"
+# Where the first boot's time went (the critical chain lands in shell.log).
+guest 'systemd-analyze' && echo "e2e-boot: ${OUT%%$'\n'*}"
+guest 'systemd-analyze critical-chain --no-pager bootstrapd.service multi-user.target' || true
+guest 'systemctl show -p InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic --value firewalld.service' || true
+if [[ $OUT =~ ^([0-9]+)$'\n'([0-9]+) ]]; then
+  echo "e2e-boot: firewalld.service took $(( (BASH_REMATCH[2] - BASH_REMATCH[1]) / 1000 )) ms to start"
+fi
 if [[ $state != running ]]; then
   guest 'systemctl --failed --no-legend --plain' || true
   echo "e2e-boot: failed units: ${OUT:-none}"
@@ -198,6 +209,52 @@ check_bootstrapd() {
   check "bootstrapd.service applied $CONFIG (hostname $want_host, enp1s0 $NODE_IP/24, answers ping)"
 }
 check_bootstrapd
+
+# The role's ports (bootstrapd/firewall RolePorts), as firewall-cmd prints them.
+role=$(sed -n 's/^role: *//p' "$CONFIG")
+case $role in
+  worker) want_ports="10250/tcp 10256/tcp 30000-32767/tcp 30000-32767/udp"; open_port=10250 ;;
+  init|control-plane) want_ports="6443/tcp 2379-2380/tcp 10250/tcp 10257/tcp 10259/tcp"; open_port=6443 ;;
+  *) die "role '$role' in $CONFIG: no port list for it in this test" ;;
+esac
+closed_port=23456   # in no role's list
+
+# probe PORT: connects from the test namespace to the node; prints what
+# the listener sent, or the error (bash's /dev/tcp, 10 s at most).
+probe() {
+  ip netns exec "$NS" timeout 10 bash -c "exec 3<>/dev/tcp/$NODE_IP/$1 && cat <&3" 2>&1
+}
+
+check_firewall() {
+  guest 'systemctl is-active firewalld.service' || die "firewalld.service is not active: $OUT$(guest 'journalctl -b -u firewalld.service --no-pager -n 30'; echo "$OUT")"
+  guest 'bootstrapd status' || die "bootstrapd status failed: $OUT"
+  local status=$OUT
+  grep -q '^failed:  no$' <<<"$status" && grep -Eq '^done:    [0-9]{4}-' <<<"$status" || die "bootstrapd status does not say done without failure:"$'\n'"$status"
+  grep -Eq '^  firewall +[0-9]{4}-' <<<"$status" || die "bootstrapd status has no finished firewall stage:"$'\n'"$status"
+  grep -E '^  firewall ' <<<"$status" | grep -q 'not the current config' && die "the firewall stage record is for another config:"$'\n'"$status"
+  guest 'firewall-cmd --list-ports' 180 || die "firewall-cmd --list-ports failed: $OUT"
+  local got want
+  got=$(tr ' ' '\n' <<<"${OUT//$'\n'/ }" | sed '/^$/d' | sort | tr '\n' ' ')
+  want=$(tr ' ' '\n' <<<"$want_ports" | sort | tr '\n' ' ')
+  [[ $got == "$want" ]] || die "firewalld's ports are '$got', want the $role ports '$want'"
+  check "firewalld active, bootstrapd's firewall stage done, ports of a $role open: $want_ports"
+
+  # A listener on an opened and on an unlisted port, each answering a word.
+  guest "systemctl stop kb-e2e-open kb-e2e-closed 2>/dev/null; systemd-run -q --unit=kb-e2e-open socat TCP-LISTEN:$open_port,reuseaddr,fork 'SYSTEM:echo kb-open' && systemd-run -q --unit=kb-e2e-closed socat TCP-LISTEN:$closed_port,reuseaddr,fork 'SYSTEM:echo kb-closed'" ||
+    die "cannot start the probe listeners: $OUT"
+  # Both answer on loopback (firewalld trusts lo): the listeners are up.
+  guest "for i in \$(seq 40); do a=\$(socat -T5 -u TCP:127.0.0.1:$open_port STDOUT 2>/dev/null); b=\$(socat -T5 -u TCP:127.0.0.1:$closed_port STDOUT 2>/dev/null); [ \"\$a \$b\" = 'kb-open kb-closed' ] && break; sleep 0.5; done; echo \"\$a \$b\"" 60
+  [[ ${OUT//$'\n'/} == "kb-open kb-closed" ]] || die "the probe listeners do not answer on the node's loopback: '$OUT'"
+  local reply
+  reply=$(probe "$open_port") && [[ $reply == kb-open ]] || die "port $open_port/tcp (opened) is not reachable from the test namespace: $reply"
+  # firewalld's zones reject (ICMP admin-prohibited, EHOSTUNREACH); a
+  # timeout would be a drop, a refusal would mean no firewall at all.
+  if reply=$(probe "$closed_port"); then die "port $closed_port/tcp (unlisted) is reachable through firewalld: $reply"; fi
+  [[ $reply == *"No route to host"* ]] || die "port $closed_port/tcp (unlisted): want firewalld's reject (No route to host), got: $reply"
+  guest 'systemctl stop kb-e2e-open kb-e2e-closed' || true
+  check "from the test namespace: $open_port/tcp answers, $closed_port/tcp is rejected by firewalld"
+}
+check_firewall
 
 guest 'findmnt -n -o FSTYPE,OPTIONS /' || die "findmnt / failed"
 [[ $OUT == squashfs* && ,${OUT#* }, == *,ro,* ]] || die "root is not a read-only squashfs: $OUT"
@@ -238,6 +295,7 @@ guest 'cat /etc/kubeboot-e2e /etc/machine-id' || die "/etc/kubeboot-e2e is gone 
 [[ $OUT == "$token"$'\n'"$machine_id"$'\n' ]] || die "after reboot /etc/kubeboot-e2e + machine-id read '$OUT', want '$token' + '$machine_id'"
 check "/etc changes and the machine id persist across a reboot"
 check_bootstrapd
+check_firewall
 guest 'findmnt -n -o SOURCE /var' && [[ ${OUT//$'\n'/} == "$var_dev" ]] || die "/var after reboot is $OUT, want $var_dev"
 check "STATE kept across reboot"
 
