@@ -189,7 +189,7 @@ check "multi-user.target active"
 guest 'systemd-analyze' && echo "e2e-boot: ${OUT%%$'\n'*}"
 guest 'systemd-analyze critical-chain --no-pager bootstrapd.service multi-user.target' || true
 guest 'systemctl show -p InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic --value firewalld.service' || true
-if [[ $OUT =~ ^([0-9]+)$'\n'([0-9]+) ]]; then
+if [[ $OUT =~ ^([1-9][0-9]*)$'\n'([1-9][0-9]*) ]]; then
   echo "e2e-boot: firewalld.service took $(( (BASH_REMATCH[2] - BASH_REMATCH[1]) / 1000 )) ms to start"
 fi
 if [[ $state != running ]]; then

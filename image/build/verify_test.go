@@ -116,6 +116,11 @@ func TestBuiltImage(t *testing.T) {
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
 	}
+	// firewalld (configs/image.yaml installs it) is enabled by its Debian
+	// package; bootstrapd's firewall backend auto relies on it running.
+	if entry("/usr/lib/systemd/system/firewalld.service") != "" {
+		checks["/etc/systemd/system/multi-user.target.wants/firewalld.service"] = "lrwxrwxrwx root/root -> /usr/lib/systemd/system/firewalld.service"
+	}
 	if cfg := os.Getenv("KUBEBOOT_TEST_MACHINE_CONFIG"); cfg != "" {
 		// A per-node image: the config is baked where bootstrapd reads it,
 		// readable by root only (it may hold join credentials).
