@@ -53,7 +53,9 @@ func resolve(o Options) (*inputs, error) {
 	}
 	in := &inputs{
 		rootfs: rootfs.Options{Suite: s.Base.Suite, Mirror: mirror, Packages: s.Base.Packages, SourceDateEpoch: o.SourceDateEpoch},
-		mask:   []string{"systemd-firstboot.service"},
+		// The root is read-only and updated as a whole image: apt's daily
+		// timers could only fail and wake the node for nothing.
+		mask: []string{"systemd-firstboot.service", "apt-daily.timer", "apt-daily-upgrade.timer"},
 	}
 	if s.Base.Distribution != "" && s.Base.Distribution != "debian" {
 		return nil, fmt.Errorf("%s: base.distribution %q: the image builder supports debian only", o.SpecPath, s.Base.Distribution)

@@ -103,6 +103,8 @@ func TestBuiltImage(t *testing.T) {
 		"/usr/bin/bootstrapd": "-rwxr-xr-x root/root",
 		"/etc/systemd/system/multi-user.target.wants/bootstrapd.service": "lrwxrwxrwx root/root -> /lib/systemd/system/bootstrapd.service",
 		"/etc/systemd/system/systemd-firstboot.service":                  "lrwxrwxrwx root/root -> /dev/null",
+		"/etc/systemd/system/apt-daily.timer":                            "lrwxrwxrwx root/root -> /dev/null",
+		"/etc/systemd/system/apt-daily-upgrade.timer":                    "lrwxrwxrwx root/root -> /dev/null",
 		"/etc/machine-id": "-rw-r--r-- root/root",
 	}
 	if strings.Contains(string(listing), "squashfs-root/usr/bin/kubelet") {
