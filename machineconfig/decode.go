@@ -27,6 +27,12 @@ func Parse(filename string, data []byte) (*MachineConfig, error) {
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
+	if k := mappingValue(root, "kind"); k != nil && k.Kind == yaml.ScalarNode && k.Value != Kind && suggest(k.Value, []string{Kind}) == "" {
+		// Another kind of document (an ImageSpec, say): its fields would
+		// all be "unknown keys" here, which hides the one real problem.
+		d.fail("kind", pos(k), "kind %q: this file is not a %s, so nothing else was checked", k.Value, Kind)
+		return nil, d.errs.errOrNil()
+	}
 	cfg := &MachineConfig{}
 	d.decodeMachineConfig(root, cfg)
 	if root.Kind != yaml.MappingNode || d.nodes >= maxNodes {
