@@ -106,24 +106,16 @@ type step struct {
 }
 
 func (f *firewalldBackend) Plan(env *stage.Env, p policy) ([]stage.Change, error) {
-	steps, err := f.steps(env, p)
-	if err != nil {
-		return nil, err
-	}
-	var changes []stage.Change
-	for _, s := range steps {
-		ok, err := s.query()
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			changes = append(changes, s.change)
-		}
-	}
-	return changes, nil
+	return f.reconcile(env, p, false)
 }
 
 func (f *firewalldBackend) Apply(env *stage.Env, p policy) ([]stage.Change, error) {
+	return f.reconcile(env, p, true)
+}
+
+// reconcile queries every step and, when apply is set, makes the missing
+// ones hold; Plan and Apply share it so the plan is exactly what Apply does.
+func (f *firewalldBackend) reconcile(env *stage.Env, p policy, apply bool) ([]stage.Change, error) {
 	steps, err := f.steps(env, p)
 	if err != nil {
 		return nil, err
@@ -137,11 +129,14 @@ func (f *firewalldBackend) Apply(env *stage.Env, p policy) ([]stage.Change, erro
 		if ok {
 			continue
 		}
-		if err := s.apply(); err != nil {
+		if apply {
+			err := s.apply()
 			if alreadyDone(err) {
-				continue
+				continue // another writer got there first: not our change
 			}
-			return changes, err
+			if err != nil {
+				return changes, err
+			}
 		}
 		changes = append(changes, s.change)
 	}
