@@ -1,6 +1,7 @@
 package machineconfig
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -366,7 +367,12 @@ func (c *checker) route(rp string, r Route, addrs []linkAddr, dhcp4, dhcp6, brok
 		c.add(rp+".metric", "metric %d is out of range (0-4294967295)", *r.Metric)
 	}
 	if r.Via == "" {
-		return // an on-link route, e.g. a default route on a point-to-point link
+		if isDefault {
+			// "default" takes its family from the gateway; an on-link
+			// default route is written as 0.0.0.0/0 or ::/0.
+			c.add(rp+".via", `a "default" route needs via (the gateway); for an on-link default route write to: 0.0.0.0/0 or ::/0`)
+		}
+		return // an on-link route
 	}
 	gw, err := netip.ParseAddr(r.Via)
 	if err != nil || gw.Zone() != "" {
@@ -398,6 +404,13 @@ func (c *checker) route(rp string, r Route, addrs []linkAddr, dhcp4, dhcp6, brok
 
 var bondModes = []string{"balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"}
 var hashPolicies = []string{"layer2", "layer3+4", "layer2+3", "encap2+3", "encap3+4", "vlan+srcmac"}
+
+// The bonding driver ignores these parameters in other modes; saying so
+// beats a bond that silently balances differently than configured.
+var (
+	hashPolicyModes = []string{"balance-xor", "802.3ad", "balance-tlb"}
+	primaryModes    = []string{"active-backup", "balance-tlb", "balance-alb"}
+)
 
 func (c *checker) bond(p string, b Bond, n *Network, kinds map[string]string, members map[string]string) {
 	if len(b.Interfaces) == 0 {
@@ -434,11 +447,20 @@ func (c *checker) bond(p string, b Bond, n *Network, kinds map[string]string, me
 			c.add(p+".parameters.lacpRate", "lacpRate only applies to mode 802.3ad")
 		}
 	}
-	if bp.TransmitHashPolicy != "" && !slices.Contains(hashPolicies, bp.TransmitHashPolicy) {
-		c.add(p+".parameters.transmitHashPolicy", "unknown transmit hash policy %q; must be one of %s", bp.TransmitHashPolicy, strings.Join(hashPolicies, ", "))
+	mode := cmp.Or(bp.Mode, "balance-rr") // the kernel's default
+	if bp.TransmitHashPolicy != "" {
+		if !slices.Contains(hashPolicies, bp.TransmitHashPolicy) {
+			c.add(p+".parameters.transmitHashPolicy", "unknown transmit hash policy %q; must be one of %s", bp.TransmitHashPolicy, strings.Join(hashPolicies, ", "))
+		} else if !slices.Contains(hashPolicyModes, mode) {
+			c.add(p+".parameters.transmitHashPolicy", "transmitHashPolicy only applies to modes %s, not %s", strings.Join(hashPolicyModes, ", "), mode)
+		}
 	}
-	if bp.Primary != "" && !slices.Contains(b.Interfaces, bp.Primary) {
-		c.add(p+".parameters.primary", "primary %q is not a member of the bond", bp.Primary)
+	if bp.Primary != "" {
+		if !slices.Contains(b.Interfaces, bp.Primary) {
+			c.add(p+".parameters.primary", "primary %q is not a member of the bond", bp.Primary)
+		} else if !slices.Contains(primaryModes, mode) {
+			c.add(p+".parameters.primary", "primary only applies to modes %s, not %s", strings.Join(primaryModes, ", "), mode)
+		}
 	}
 }
 

@@ -97,7 +97,18 @@ func TestValidationRules(t *testing.T) {
 		{"lacp rate value", "init", func(c *MachineConfig) { withBond(c); c.Network.Bonds[0].Parameters.LACPRate = "quick" }, "network.bonds[0].parameters.lacpRate", "slow or fast"},
 		{"lacp rate mode", "init", func(c *MachineConfig) { withBond(c); c.Network.Bonds[0].Parameters.Mode = "balance-rr" }, "network.bonds[0].parameters.lacpRate", "only applies to mode 802.3ad"},
 		{"hash policy", "init", func(c *MachineConfig) { withBond(c); c.Network.Bonds[0].Parameters.TransmitHashPolicy = "layer5" }, "network.bonds[0].parameters.transmitHashPolicy", `unknown transmit hash policy "layer5"`},
+		{"default route without via", "init", func(c *MachineConfig) {
+			c.Network.Interfaces[1].Routes = []Route{{To: "default"}}
+		}, "network.interfaces[1].routes[0].via", `a "default" route needs via`},
 		{"bond primary", "init", func(c *MachineConfig) { withBond(c); c.Network.Bonds[0].Parameters.Primary = "enp1s0" }, "network.bonds[0].parameters.primary", "not a member"},
+		{"hash policy mode", "init", func(c *MachineConfig) {
+			withBond(c)
+			c.Network.Bonds[0].Parameters = BondParameters{Mode: "active-backup", TransmitHashPolicy: "layer3+4"}
+		}, "network.bonds[0].parameters.transmitHashPolicy", "only applies to modes balance-xor, 802.3ad, balance-tlb, not active-backup"},
+		{"bond primary mode", "init", func(c *MachineConfig) {
+			withBond(c)
+			c.Network.Bonds[0].Parameters = BondParameters{Primary: "eth3"}
+		}, "network.bonds[0].parameters.primary", "only applies to modes active-backup, balance-tlb, balance-alb, not balance-rr"},
 		{"bond mii negative", "init", func(c *MachineConfig) { withBond(c); c.Network.Bonds[0].Parameters.MIIMonitorInterval = -1 }, "network.bonds[0].parameters.miiMonitorInterval", "must not be negative"},
 		{"nameserver", "init", func(c *MachineConfig) { c.Network.Nameservers.Addresses = []string{"1.1.1.1", "dns.google"} }, "network.nameservers.addresses[1]", `invalid nameserver address "dns.google"`},
 		{"search domain", "init", func(c *MachineConfig) { c.Network.Nameservers.Search = []string{"home local"} }, "network.nameservers.search[0]", "invalid search domain"},

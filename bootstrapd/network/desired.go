@@ -44,7 +44,10 @@ type routeSpec struct {
 
 // specs turns the network config into link specs in the order they must be
 // set up: interfaces, then bonds (need their members), then VLANs (need
-// their parent, which may be a bond). Problems name the field path.
+// their parent, which may be a bond). The config was validated by
+// machineconfig (names, members, CIDRs, routes); the errors left here are
+// what this stage cannot do, or a value that is not what validation let
+// through, and they name the field path.
 func specs(n *machineconfig.Network) ([]*linkSpec, error) {
 	var out []*linkSpec
 	var errs []string
@@ -53,14 +56,6 @@ func specs(n *machineconfig.Network) ([]*linkSpec, error) {
 	}
 	byName := map[string]*linkSpec{}
 	add := func(s *linkSpec) {
-		if s.Name == "" {
-			bad(s.Field+".name", "missing link name")
-			return
-		}
-		if prev, ok := byName[s.Name]; ok {
-			bad(s.Field+".name", "link %q is already configured at %s", s.Name, prev.Field)
-			return
-		}
 		byName[s.Name] = s
 		out = append(out, s)
 	}
@@ -72,14 +67,8 @@ func specs(n *machineconfig.Network) ([]*linkSpec, error) {
 		b := &n.Bonds[i]
 		s := &linkSpec{Name: b.Name, Field: fmt.Sprintf("network.bonds[%d]", i), Kind: kindBond, Bond: b, IP: b.IPConfig}
 		add(s)
-		for j, m := range b.Interfaces {
-			member, ok := byName[m]
-			switch {
-			case !ok || member.Kind != kindInterface:
-				bad(fmt.Sprintf("%s.interfaces[%d]", s.Field, j), "%q is not an entry of network.interfaces", m)
-			case member.Master != "":
-				bad(fmt.Sprintf("%s.interfaces[%d]", s.Field, j), "%q is already a member of bond %q", m, member.Master)
-			default:
+		for _, m := range b.Interfaces {
+			if member, ok := byName[m]; ok {
 				member.Master = b.Name
 			}
 		}
@@ -89,21 +78,11 @@ func specs(n *machineconfig.Network) ([]*linkSpec, error) {
 	}
 	for i := range n.VLANs {
 		v := &n.VLANs[i]
-		s := &linkSpec{Name: v.Name, Field: fmt.Sprintf("network.vlans[%d]", i), Kind: kindVLAN, VLAN: v, IP: v.IPConfig}
-		if _, ok := byName[v.Link]; !ok {
-			bad(s.Field+".link", "%q is not a configured interface or bond", v.Link)
-		}
-		if v.ID < 1 || v.ID > 4094 {
-			bad(s.Field+".id", "VLAN id %d is outside 1-4094", v.ID)
-		}
-		add(s)
+		add(&linkSpec{Name: v.Name, Field: fmt.Sprintf("network.vlans[%d]", i), Kind: kindVLAN, VLAN: v, IP: v.IPConfig})
 	}
 	for _, s := range out {
 		if s.IP.DHCP6 {
 			bad(s.Field+".dhcp6", "DHCPv6 is not supported yet by bootstrapd's network stage; configure static IPv6 addresses instead")
-		}
-		if s.Master != "" && (len(s.IP.Addresses) > 0 || len(s.IP.Routes) > 0 || s.IP.DHCP4) {
-			bad(s.Field, "%q is a member of bond %q and cannot have addresses, routes or DHCP; put them on the bond", s.Name, s.Master)
 		}
 		for j, a := range s.IP.Addresses {
 			p, err := netip.ParsePrefix(a)
@@ -139,27 +118,19 @@ func parseRoute(r machineconfig.Route, linkMetric *int) (routeSpec, error) {
 		}
 		rs.Via = via
 	}
-	if r.To == "default" {
-		switch {
-		case !rs.Via.IsValid():
-			return rs, fmt.Errorf(`to "default" needs via (the gateway) to know the address family`)
-		case rs.Via.Is4():
-			rs.Dst = netip.MustParsePrefix("0.0.0.0/0")
-		default:
-			rs.Dst = netip.MustParsePrefix("::/0")
-		}
-	} else {
+	switch {
+	case r.To != "default":
 		p, err := netip.ParsePrefix(r.To)
 		if err != nil {
 			return rs, fmt.Errorf(`to %q is neither "default" nor a CIDR`, r.To)
 		}
-		if p.Masked() != p {
-			return rs, fmt.Errorf("to %q has host bits set; did you mean %s?", r.To, p.Masked())
-		}
 		rs.Dst = p
-	}
-	if rs.Via.IsValid() && rs.Via.Is4() != rs.Dst.Addr().Is4() {
-		return rs, fmt.Errorf("to %s and via %s are of different address families", r.To, r.Via)
+	case !rs.Via.IsValid():
+		return rs, fmt.Errorf(`to "default" needs via (the gateway) to know the address family`)
+	case rs.Via.Is4():
+		rs.Dst = netip.MustParsePrefix("0.0.0.0/0")
+	default:
+		rs.Dst = netip.MustParsePrefix("::/0")
 	}
 	switch {
 	case r.Metric != nil:
