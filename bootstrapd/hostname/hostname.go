@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
 )

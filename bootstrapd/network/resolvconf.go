@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 )
 
 const resolvConf = "/etc/resolv.conf"

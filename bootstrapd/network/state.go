@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 

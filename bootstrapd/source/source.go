@@ -32,7 +32,7 @@ import (
 	"strings"
 	"time"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 

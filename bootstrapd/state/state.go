@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 )
 
 // Dir is the state directory on the node.

@@ -36,7 +36,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"kubeboot.dev/kubeboot/bootstrapd/atomicfile"
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
 )

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 
+	"kubeboot.dev/kubeboot/atomicfile"
+
 	"kubeboot.dev/kubeboot/image/lock"
 )
 
@@ -157,11 +159,7 @@ func writeStamp(p string, files []lock.File) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.Write(p, data, 0o644, 0o755)
 }
 
 // run executes a command in dir as one progress task; its combined output

@@ -8,9 +8,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
+
+	"kubeboot.dev/kubeboot/atomicfile"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -140,22 +141,7 @@ func (l *Lock) Write(path string) error {
 	if err := enc.Encode(l); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".lock-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, buf.Bytes(), 0o644, 0o755)
 }
 
 // File returns the locked file called name.

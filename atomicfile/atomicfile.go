@@ -1,6 +1,7 @@
 // Package atomicfile replaces files so that readers, and the file system
 // after a power cut, see either the old or the new content, never a mix:
-// the first boot may be cut at any moment and must resume from whole files.
+// the first boot may be cut at any moment and must resume from whole files,
+// and an interrupted build must not leave half a lock file behind.
 package atomicfile
 
 import (
