@@ -121,7 +121,7 @@ func (r *run) netlinkAddr(s *linkSpec, p netip.Prefix) *netlink.Addr {
 
 // setSysctl writes a per-namespace sysctl from a thread inside env.NetNS.
 func (r *run) setSysctl(key, value string) error {
-	return inNetNS(r.env.NetNS, func() error {
+	return r.env.InNetNS(func() error {
 		p := r.env.ProcPath(filepath.Join("sys", key))
 		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
 			return fmt.Errorf("set sysctl %s=%s: %w", key, value, err)

@@ -108,7 +108,7 @@ func (r *run) holds(l netlink.Link, addr string) (bool, error) {
 func (r *run) acquire(s *linkSpec, l netlink.Link, prev *lease) (*lease, error) {
 	var conn net.PacketConn
 	// The raw socket belongs to the namespace of the thread creating it.
-	if err := inNetNS(r.env.NetNS, func() error {
+	if err := r.env.InNetNS(func() error {
 		c, err := nclient4.NewRawUDPConn(l.Attrs().Name, nclient4.ClientPort)
 		conn = c
 		return err

@@ -8,8 +8,10 @@ package stage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 
 	"github.com/vishvananda/netns"
 
@@ -50,6 +52,43 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// InNetNS runs f on an OS thread switched into e.NetNS, for what netlink
+// and nftables handles cannot do: sockets (DHCP) and /proc/sys/net are
+// bound to the namespace of the thread that opens them. netns.None() runs
+// f where we are. f runs on its own goroutine so that, should switching back
+// fail, the goroutine ends with its thread locked and the runtime retires
+// the thread instead of reusing it in the wrong namespace.
+func (e *Env) InNetNS(f func() error) error {
+	ns := e.NetNS
+	if !ns.IsOpen() {
+		return f()
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("read current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			done <- fmt.Errorf("return to the original network namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
 }
 
 // Change is one thing a stage did or would do, in words, e.g.

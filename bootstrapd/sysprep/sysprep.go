@@ -27,13 +27,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"kubeboot.dev/kubeboot/atomicfile"
@@ -172,7 +170,7 @@ func (Stage) run(env *stage.Env, apply bool) ([]stage.Change, error) {
 	}
 
 	sysctls := Sysctls(env.Config)
-	err := inNetNS(env.NetNS, func() error {
+	err := env.InNetNS(func() error {
 		for _, s := range sysctls {
 			path := env.ProcPath(filepath.Join("sys", sysctlPath(s.Key)))
 			cur, err := os.ReadFile(path)
@@ -349,27 +347,6 @@ func syncFile(env *stage.Env, p, content string, apply bool) (stage.Change, erro
 		}
 	}
 	return stage.Change("write " + p), nil
-}
-
-// inNetNS runs fn with the calling thread in ns: /proc/sys/net shows the
-// network namespace of the thread that opens it. netns.None() runs fn where
-// the process is.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
-		return fn()
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	defer netns.Set(orig)
-	return fn()
 }
 
 // sysctlPath turns a sysctl name into its /proc/sys path. Like sysctl(8), a
