@@ -9,9 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"kubeboot.dev/kubeboot/internal/netnstest"
 
 	"github.com/vishvananda/netns"
 
@@ -50,43 +51,22 @@ func requireRoot(tb testing.TB, tools ...string) {
 	}
 }
 
-func run(tb testing.TB, name string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func newLab(tb testing.TB) *lab {
 	tb.Helper()
 	requireRoot(tb)
 	id := fmt.Sprintf("kbfw%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
 	l := &lab{node: id + "n", client: id + "c"}
-	for _, ns := range []string{l.node, l.client} {
-		run(tb, "ip", "netns", "add", ns)
-		tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		run(tb, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(tb, "ip", "link", "add", "enp1s0", "netns", l.node, "type", "veth", "peer", "name", "eth0", "netns", l.client)
-	run(tb, "ip", "link", "add", "enp2s0", "netns", l.node, "type", "veth", "peer", "name", "eth1", "netns", l.client)
+	l.nodeNS = netnstest.New(tb, l.node)
+	l.clientNS = netnstest.New(tb, l.client)
+	netnstest.Run(tb, "ip", "link", "add", "enp1s0", "netns", l.node, "type", "veth", "peer", "name", "eth0", "netns", l.client)
+	netnstest.Run(tb, "ip", "link", "add", "enp2s0", "netns", l.node, "type", "veth", "peer", "name", "eth1", "netns", l.client)
 	for _, a := range [][]string{
 		{l.node, "enp1s0", nodeIP + "/24"}, {l.node, "enp2s0", nodeIP2 + "/24"},
 		{l.client, "eth0", clientIP + "/24"}, {l.client, "eth0", otherIP + "/24"}, {l.client, "eth1", clientIP2 + "/24"},
 	} {
-		run(tb, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1])
-		run(tb, "ip", "-n", a[0], "link", "set", a[1], "up")
+		netnstest.Run(tb, "ip", "-n", a[0], "addr", "add", a[2], "dev", a[1])
+		netnstest.Run(tb, "ip", "-n", a[0], "link", "set", a[1], "up")
 	}
-	var err error
-	if l.nodeNS, err = netns.GetFromName(l.node); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.nodeNS.Close() })
-	if l.clientNS, err = netns.GetFromName(l.client); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.clientNS.Close() })
 	return l
 }
 
@@ -260,7 +240,7 @@ func nftJSON(tb testing.TB, ns string) string {
 	args := []string{"-j", "list", "ruleset"}
 	if ns != "" {
 		args = append([]string{"netns", "exec", ns, "nft"}, args...)
-		return run(tb, "ip", args...)
+		return netnstest.Run(tb, "ip", args...)
 	}
-	return run(tb, "nft", args...)
+	return netnstest.Run(tb, "nft", args...)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"kubeboot.dev/kubeboot/internal/netnstest"
+
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
@@ -44,8 +46,8 @@ func TestNftablesControlPlane(t *testing.T) {
 	l := newLab(t)
 	hostBefore := nftJSON(t, "")
 	// A table someone else owns (iptables-nft, kube-proxy) must survive.
-	run(t, "ip", "netns", "exec", l.node, "nft", "add table ip kube-proxy; add chain ip kube-proxy input { type filter hook input priority -10; policy accept; }; add rule ip kube-proxy input tcp dport 9999 counter accept")
-	foreign := run(t, "ip", "netns", "exec", l.node, "nft", "-j", "list", "table", "ip", "kube-proxy")
+	netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "add table ip kube-proxy; add chain ip kube-proxy input { type filter hook input priority -10; policy accept; }; add rule ip kube-proxy input tcp dport 9999 counter accept")
+	foreign := netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "-j", "list", "table", "ip", "kube-proxy")
 
 	for _, p := range []string{":6443", ":8081", ":22", ":10250"} {
 		listenTCP(t, l.nodeNS, p)
@@ -127,7 +129,7 @@ func TestNftablesControlPlane(t *testing.T) {
 	assertDropped(t, probeTCP(t, l.clientNS, "", nodeIP+":22"), "22/tcp after sshPort: 2222")
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":8081"), "8081/tcp still listed")
 
-	if got := run(t, "ip", "netns", "exec", l.node, "nft", "-j", "list", "table", "ip", "kube-proxy"); got != foreign {
+	if got := netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "-j", "list", "table", "ip", "kube-proxy"); got != foreign {
 		t.Errorf("table ip kube-proxy was touched:\nbefore %s\nafter  %s", foreign, got)
 	}
 	if got := nftJSON(t, ""); got != hostBefore {
@@ -198,7 +200,7 @@ func TestNftablesRepairsTampering(t *testing.T) {
 	apply(t, env)
 	want := nftJSON(t, l.node)
 	handle := ""
-	for _, line := range strings.Split(run(t, "ip", "netns", "exec", l.node, "nft", "-a", "list", "chain", "inet", "kubeboot", "input"), "\n") {
+	for _, line := range strings.Split(netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "-a", "list", "chain", "inet", "kubeboot", "input"), "\n") {
 		if strings.Contains(line, `comment "ssh 22/tcp"`) {
 			handle = line[strings.LastIndex(line, " ")+1:]
 		}
@@ -206,8 +208,8 @@ func TestNftablesRepairsTampering(t *testing.T) {
 	if handle == "" {
 		t.Fatal("no ssh rule in chain inet kubeboot input")
 	}
-	run(t, "ip", "netns", "exec", l.node, "nft", "delete", "rule", "inet", "kubeboot", "input", "handle", handle)
-	run(t, "ip", "netns", "exec", l.node, "nft", "add", "element", "inet", "kubeboot", "tcp_ports", "{ 8081 }")
+	netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "delete", "rule", "inet", "kubeboot", "input", "handle", handle)
+	netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "add", "element", "inet", "kubeboot", "tcp_ports", "{ 8081 }")
 	wantChanges(t, "plan after tampering", plan(t, env),
 		"nftables: close 8081/tcp", `nftables: add rule "ssh 22/tcp"`)
 	apply(t, env)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"kubeboot.dev/kubeboot/internal/netnstest"
+
 	"github.com/vishvananda/netns"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
@@ -37,32 +39,11 @@ func needRoot(tb testing.TB) {
 }
 
 // cmd runs a command and fails the test with its output on error.
-func cmd(tb testing.TB, name string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newNetNS creates a named network namespace, deleted at cleanup.
+// newNetNS creates a uniquely named network namespace, deleted at cleanup.
 func newNetNS(tb testing.TB, role string) (string, netns.NsHandle) {
 	tb.Helper()
 	name := fmt.Sprintf("kbnet-%s-%d-%d", role, os.Getpid(), nsSeq.Add(1))
-	cmd(tb, "ip", "netns", "add", name)
-	tb.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			tb.Errorf("delete netns %s: %v %s", name, err, out)
-		}
-	})
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		tb.Fatalf("open netns %s: %v", name, err)
-	}
-	tb.Cleanup(func() { h.Close() })
-	cmd(tb, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
+	return name, netnstest.New(tb, name)
 }
 
 // testNet is the reference machine's network: a node namespace with
@@ -89,12 +70,12 @@ func newTestNet(tb testing.TB, links []nodeLink) *testNet {
 	n.node, n.nodeNS = newNetNS(tb, "node")
 	n.router, _ = newNetNS(tb, "router")
 	for _, l := range links {
-		cmd(tb, "ip", "link", "add", "name", l.name, "address", l.mac, "netns", n.node,
+		netnstest.Run(tb, "ip", "link", "add", "name", l.name, "address", l.mac, "netns", n.node,
 			"type", "veth", "peer", "name", l.peer, "netns", n.router)
 		if l.peerAddr != "" {
-			cmd(tb, "ip", "-n", n.router, "addr", "add", l.peerAddr, "dev", l.peer)
+			netnstest.Run(tb, "ip", "-n", n.router, "addr", "add", l.peerAddr, "dev", l.peer)
 		}
-		cmd(tb, "ip", "-n", n.router, "link", "set", l.peer, "up")
+		netnstest.Run(tb, "ip", "-n", n.router, "link", "set", l.peer, "up")
 	}
 	return n
 }
@@ -144,7 +125,7 @@ func strs(ch []stage.Change) []string {
 // ipJSON runs `ip -j ARGS` in the node namespace and decodes it.
 func (n *testNet) ipJSON(tb testing.TB, args ...string) []map[string]any {
 	tb.Helper()
-	out := cmd(tb, "ip", append([]string{"-n", n.node, "-j"}, args...)...)
+	out := netnstest.Run(tb, "ip", append([]string{"-n", n.node, "-j"}, args...)...)
 	var v []map[string]any
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		tb.Fatalf("ip -j %v: %v\n%s", args, err, out)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"kubeboot.dev/kubeboot/internal/netnstest"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -102,14 +104,14 @@ func TestApplyControllerAndReapply(t *testing.T) {
 	}
 
 	// Idempotence: nothing changes, in the stage's words and in the kernel's.
-	beforeR, beforeA := cmd(t, "ip", "-n", n.node, "-j", "route", "show"), cmd(t, "ip", "-n", n.node, "-j", "addr", "show")
+	beforeR, beforeA := netnstest.Run(t, "ip", "-n", n.node, "-j", "route", "show"), netnstest.Run(t, "ip", "-n", n.node, "-j", "addr", "show")
 	if again := apply(t, s, env); len(again) != 0 {
 		t.Errorf("second Apply changed %q, want nothing", again)
 	}
 	if p := plan(t, s, env); len(p) != 0 {
 		t.Errorf("Plan after Apply = %q, want nothing", p)
 	}
-	afterR, afterA := cmd(t, "ip", "-n", n.node, "-j", "route", "show"), cmd(t, "ip", "-n", n.node, "-j", "addr", "show")
+	afterR, afterA := netnstest.Run(t, "ip", "-n", n.node, "-j", "route", "show"), netnstest.Run(t, "ip", "-n", n.node, "-j", "addr", "show")
 	if beforeR != afterR {
 		t.Errorf("ip -j route changed on re-apply:\n%s\n%s", beforeR, afterR)
 	}
@@ -177,9 +179,9 @@ func TestPlanMatchesApplyAndChangesNothing(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
 	env := n.env(controllerNetwork(t))
 	s := testStage()
-	beforeR, beforeA := cmd(t, "ip", "-n", n.node, "-j", "route", "show"), cmd(t, "ip", "-n", n.node, "-j", "link", "show")
+	beforeR, beforeA := netnstest.Run(t, "ip", "-n", n.node, "-j", "route", "show"), netnstest.Run(t, "ip", "-n", n.node, "-j", "link", "show")
 	p := plan(t, s, env)
-	if afterR, afterA := cmd(t, "ip", "-n", n.node, "-j", "route", "show"), cmd(t, "ip", "-n", n.node, "-j", "link", "show"); beforeR != afterR || beforeA != afterA {
+	if afterR, afterA := netnstest.Run(t, "ip", "-n", n.node, "-j", "route", "show"), netnstest.Run(t, "ip", "-n", n.node, "-j", "link", "show"); beforeR != afterR || beforeA != afterA {
 		t.Fatalf("Plan changed the kernel:\n%s\n%s\n%s\n%s", beforeR, afterR, beforeA, afterA)
 	}
 	if _, err := os.Stat(filepath.Join(n.root, "etc/resolv.conf")); err == nil {
@@ -245,8 +247,8 @@ func TestRemovesOnlyOwnedRoutesAndKeepsLinkLocal(t *testing.T) {
 		t.Fatalf("route without metric should take the link's routeMetric 101: %q", got)
 	}
 	// Someone else's route on a managed link, and an address nobody configured.
-	cmd(t, "ip", "-n", n.node, "route", "add", "192.168.60.0/24", "via", "10.0.0.254", "dev", "enp2s0", "proto", "static", "metric", "101")
-	cmd(t, "ip", "-n", n.node, "addr", "add", "10.0.0.99/24", "dev", "enp2s0", "noprefixroute")
+	netnstest.Run(t, "ip", "-n", n.node, "route", "add", "192.168.60.0/24", "via", "10.0.0.254", "dev", "enp2s0", "proto", "static", "metric", "101")
+	netnstest.Run(t, "ip", "-n", n.node, "addr", "add", "10.0.0.99/24", "dev", "enp2s0", "noprefixroute")
 
 	got = apply(t, s, n.env(controllerNetwork(t)))
 	want := []string{
@@ -271,7 +273,7 @@ func TestRemovesOnlyOwnedRoutesAndKeepsLinkLocal(t *testing.T) {
 
 func TestRenameByMAC(t *testing.T) {
 	n := newTestNet(t, []nodeLink{{"eth7", mac1, "r1", "172.16.0.254/24"}, {"enp2s0", mac2, "r2", "10.0.0.254/24"}})
-	cmd(t, "ip", "-n", n.node, "link", "set", "eth7", "up") // renaming needs it down: the stage must handle that
+	netnstest.Run(t, "ip", "-n", n.node, "link", "set", "eth7", "up") // renaming needs it down: the stage must handle that
 	env := n.env(controllerNetwork(t))
 	s := testStage()
 	got := apply(t, s, env)
@@ -323,7 +325,7 @@ func TestMTU(t *testing.T) {
 
 func TestCarrierWait(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
-	cmd(t, "ip", "-n", n.router, "link", "set", "r1", "down") // enp1s0 gets no carrier
+	netnstest.Run(t, "ip", "-n", n.router, "link", "set", "r1", "down") // enp1s0 gets no carrier
 	s := testStage()
 	s.carrierTimeout = 500 * time.Millisecond
 	_, err := s.Apply(context.Background(), n.env(controllerNetwork(t)))

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"kubeboot.dev/kubeboot/internal/netnstest"
+
 	"github.com/vishvananda/netns"
 )
 
@@ -101,33 +103,22 @@ func newNode(t *testing.T) *node {
 	}
 	dir := t.TempDir()
 	n.uts = filepath.Join(dir, "uts")
-	for _, ns := range []string{n.ns, n.peerNS} {
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	sh(t, "ip", "-n", n.ns, "link", "add", "enp1s0", "address", "52:54:00:80:ad:b6", "type", "veth", "peer", "name", "p1", "netns", n.peerNS)
-	sh(t, "ip", "-n", n.ns, "link", "add", "enp2s0", "address", "52:54:00:6a:9d:95", "type", "veth", "peer", "name", "p2", "netns", n.peerNS)
+	netnstest.New(t, n.ns)
+	netnstest.New(t, n.peerNS)
+	netnstest.Run(t, "ip", "-n", n.ns, "link", "add", "enp1s0", "address", "52:54:00:80:ad:b6", "type", "veth", "peer", "name", "p1", "netns", n.peerNS)
+	netnstest.Run(t, "ip", "-n", n.ns, "link", "add", "enp2s0", "address", "52:54:00:6a:9d:95", "type", "veth", "peer", "name", "p2", "netns", n.peerNS)
 	// The peer side plays the gateway 172.16.0.254 and a client on 10.0.0.0/24.
-	sh(t, "ip", "-n", n.peerNS, "addr", "add", "172.16.0.254/24", "dev", "p1")
-	sh(t, "ip", "-n", n.peerNS, "addr", "add", "10.0.0.254/24", "dev", "p2")
-	sh(t, "ip", "-n", n.peerNS, "link", "set", "p1", "up")
-	sh(t, "ip", "-n", n.peerNS, "link", "set", "p2", "up")
+	netnstest.Run(t, "ip", "-n", n.peerNS, "addr", "add", "172.16.0.254/24", "dev", "p1")
+	netnstest.Run(t, "ip", "-n", n.peerNS, "addr", "add", "10.0.0.254/24", "dev", "p2")
+	netnstest.Run(t, "ip", "-n", n.peerNS, "link", "set", "p1", "up")
+	netnstest.Run(t, "ip", "-n", n.peerNS, "link", "set", "p2", "up")
 
 	if err := os.WriteFile(n.uts, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sh(t, "unshare", "--uts="+n.uts, "hostname", "image-default")
+	netnstest.Run(t, "unshare", "--uts="+n.uts, "hostname", "image-default")
 	t.Cleanup(func() { exec.Command("umount", n.uts).Run() })
 	return n
-}
-
-func sh(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // bootstrapd runs the binary on the node and returns its exit status and
@@ -159,7 +150,7 @@ func (n *node) mustRun(args ...string) string {
 }
 
 func (n *node) hostname() string {
-	return strings.TrimSpace(sh(n.t, "nsenter", "--uts="+n.uts, "hostname"))
+	return strings.TrimSpace(netnstest.Run(n.t, "nsenter", "--uts="+n.uts, "hostname"))
 }
 
 // kernelState is what the kernel holds for the node, in a comparable form.
@@ -189,7 +180,7 @@ func (n *node) kernel() kernelState {
 			Scope     string `json:"scope"`
 		} `json:"addr_info"`
 	}
-	decode(t, sh(t, "ip", "-n", n.ns, "-j", "addr", "show"), &links)
+	decode(t, netnstest.Run(t, "ip", "-n", n.ns, "-j", "addr", "show"), &links)
 	for _, l := range links {
 		for _, a := range l.AddrInfo {
 			if a.Family == "inet6" && a.Scope == "link" {
@@ -200,7 +191,7 @@ func (n *node) kernel() kernelState {
 	}
 	for _, family := range []string{"-4", "-6"} {
 		var routes []map[string]any
-		decode(t, sh(t, "ip", "-n", n.ns, "-j", family, "route", "show", "table", "all"), &routes)
+		decode(t, netnstest.Run(t, "ip", "-n", n.ns, "-j", family, "route", "show", "table", "all"), &routes)
 		for _, r := range routes {
 			// ip leaves out the defaults: unicast routes of the main table.
 			if r["type"] == nil {
@@ -216,12 +207,12 @@ func (n *node) kernel() kernelState {
 	slices.Sort(s.Routes)
 
 	var ruleset any
-	decode(t, sh(t, "ip", "netns", "exec", n.ns, "nft", "-j", "list", "ruleset"), &ruleset)
+	decode(t, netnstest.Run(t, "ip", "netns", "exec", n.ns, "nft", "-j", "list", "ruleset"), &ruleset)
 	s.Nft = canonicalNft(ruleset)
 
 	s.Sysctls = map[string]string{}
 	for _, k := range []string{"net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"} {
-		s.Sysctls[k] = strings.TrimSpace(sh(t, "ip", "netns", "exec", n.ns, "cat", "/proc/sys/"+k))
+		s.Sysctls[k] = strings.TrimSpace(netnstest.Run(t, "ip", "netns", "exec", n.ns, "cat", "/proc/sys/"+k))
 	}
 	return s
 }
