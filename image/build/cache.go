@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"kubeboot.dev/kubeboot/image/fetch"
 )
 
 // stepCache keeps each step's output in <dir>/<step>/<key>/, where key is a
@@ -131,16 +133,11 @@ func fileHash(path string) (string, error) {
 			return base, nil
 		}
 	}
-	f, err := os.Open(path)
+	sum, _, err := fetch.HashFile(path)
 	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return sum, nil
 }
 
 // treeHash hashes a directory tree: every path, its type, permission bits,

@@ -1,7 +1,9 @@
 package build
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -178,7 +180,7 @@ func imageFileName(ref string) string {
 func (in *inputs) addFile(f bake.File, missing string) error {
 	sum, err := fileHash(f.Source)
 	if err != nil {
-		if os.IsNotExist(err) {
+		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf(missing, f.Source)
 		}
 		return err

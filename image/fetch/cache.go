@@ -128,16 +128,11 @@ func (c *Cache) PutFile(src, wantSHA string) (string, string, error) {
 
 // VerifyFile re-hashes a cached file.
 func (c *Cache) VerifyFile(sha string) error {
-	f, err := os.Open(c.FilePath(sha))
+	got, _, err := HashFile(c.FilePath(sha))
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+	if got != sha {
 		return &MismatchError{What: c.FilePath(sha), Expected: sha, Actual: got}
 	}
 	return nil
