@@ -101,7 +101,15 @@ func Select(plan []stage.Stage, only []string) ([]stage.Stage, error) {
 // Validate asks every stage that can check the host whether it can take
 // the config, and reports every problem at once.
 func (e *Engine) Validate(ctx context.Context, stages []stage.Stage) error {
+	_, err := e.validateOnce(ctx, stages)
+	return err
+}
+
+// validateOnce is one round of Validate; temporary says every problem was
+// marked stage.Temporary.
+func (e *Engine) validateOnce(ctx context.Context, stages []stage.Stage) (temporary bool, err error) {
 	var errs []error
+	temporary = true
 	for _, s := range stages {
 		v, ok := s.(stage.Validator)
 		if !ok {
@@ -109,39 +117,53 @@ func (e *Engine) Validate(ctx context.Context, stages []stage.Stage) error {
 		}
 		if err := v.Validate(ctx, e.Env); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
+			temporary = temporary && stage.IsTemporary(err)
 		}
 	}
-	return errors.Join(errs...)
+	return temporary, errors.Join(errs...)
 }
 
-// validateWithRetry validates like Validate, retrying with the backoff as
-// long as every problem is temporary: a NIC that udev has not brought up
-// yet fails validation now and passes a few seconds later.
+// validateWithRetry validates like Validate, retrying as long as every
+// problem is temporary: a NIC that udev has not brought up yet fails
+// validation now and passes a few seconds later.
 func (e *Engine) validateWithRetry(ctx context.Context, stages []stage.Stage) (int, error) {
+	return e.retry(ctx, "validating", e.Env.Log, func() (bool, error) {
+		return e.validateOnce(ctx, stages)
+	})
+}
+
+func (e *Engine) applyWithRetry(ctx context.Context, s stage.Stage, log *slog.Logger) ([]stage.Change, int, error) {
+	var changes []stage.Change
+	attempts, err := e.retry(ctx, s.Name(), log, func() (bool, error) {
+		var err error
+		changes, err = s.Apply(ctx, e.Env)
+		return stage.IsTemporary(err), err
+	})
+	if err != nil {
+		return nil, attempts, err
+	}
+	return changes, attempts, nil
+}
+
+// retry calls try until it succeeds, fails for good (not temporary), or
+// the backoff's attempts are used up, waiting between attempts with
+// exponential backoff and saying so in the log and the unit's status.
+func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, try func() (temporary bool, err error)) (int, error) {
 	b := e.backoff()
 	wait := b.Initial
 	for attempt := 1; ; attempt++ {
-		var errs []error
-		allTemporary := true
-		for _, s := range stages {
-			v, ok := s.(stage.Validator)
-			if !ok {
-				continue
-			}
-			if err := v.Validate(ctx, e.Env); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
-				allTemporary = allTemporary && stage.IsTemporary(err)
-			}
-		}
-		if len(errs) == 0 {
+		temporary, err := try()
+		if err == nil {
 			return attempt, nil
 		}
-		err := errors.Join(errs...)
-		if !allTemporary || attempt >= b.Attempts {
+		if !temporary || attempt >= b.Attempts {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
+			}
 			return attempt, err
 		}
-		e.Env.Log.Warn("validation failed for now; retrying", "err", err, "attempt", attempt, "wait", wait.String())
-		e.status(fmt.Sprintf("validating: retry %d/%d in %s: %v", attempt+1, b.Attempts, wait, err))
+		log.Warn("temporary failure; retrying", "err", err, "attempt", attempt, "wait", wait.String())
+		e.status(fmt.Sprintf("%s: retry %d/%d in %s: %v", what, attempt+1, b.Attempts, wait, err))
 		select {
 		case <-ctx.Done():
 			return attempt, fmt.Errorf("%w (stopped while waiting to retry: %v)", err, ctx.Err())
@@ -255,31 +277,6 @@ func (e *Engine) runStage(ctx context.Context, s stage.Stage, hash string) (Outc
 		e.AfterStage(name)
 	}
 	return o, nil
-}
-
-func (e *Engine) applyWithRetry(ctx context.Context, s stage.Stage, log *slog.Logger) ([]stage.Change, int, error) {
-	b := e.backoff()
-	wait := b.Initial
-	for attempt := 1; ; attempt++ {
-		changes, err := s.Apply(ctx, e.Env)
-		if err == nil {
-			return changes, attempt, nil
-		}
-		if !stage.IsTemporary(err) || attempt >= b.Attempts {
-			if attempt > 1 {
-				err = fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
-			}
-			return nil, attempt, err
-		}
-		log.Warn("temporary failure; retrying", "err", err, "attempt", attempt, "wait", wait.String())
-		e.status(fmt.Sprintf("%s: retry %d/%d in %s: %v", s.Name(), attempt+1, b.Attempts, wait, err))
-		select {
-		case <-ctx.Done():
-			return nil, attempt, fmt.Errorf("%w (stopped while waiting to retry: %v)", err, ctx.Err())
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, b.Max)
-	}
 }
 
 // fail writes the failed marker and returns err named by stage.
