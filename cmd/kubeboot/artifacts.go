@@ -50,8 +50,8 @@ func runArtifacts(args []string) int {
 	fromSource := fs.Bool("from-source", false, "build (required for build)")
 	buildLog := fs.String("build-log", "", "write the full output of every build command here")
 	verify := fs.Bool("verify", false, "list: re-hash every cached file and check every image archive")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args[1:]); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kubeboot artifacts %s: unexpected argument %q\n", sub, fs.Arg(0))

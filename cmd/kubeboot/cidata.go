@@ -32,11 +32,8 @@ func runCIDATA(args []string) int {
 	instanceID := fs.String("instance-id", "", "NoCloud instance id (default: derived from the files' contents)")
 	var extra multiFlag
 	fs.Var(&extra, "file", "extra file put next to user-data under its base name, e.g. a secrets bundle (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || *config == "" || fs.NArg() > 0 {
 		fs.Usage()

@@ -48,8 +48,8 @@ func runImage(args []string) int {
 	cacheDir := fs.String("cache", "", "kubeboot cache directory (default $XDG_CACHE_HOME/kubeboot)")
 	bootstrapd := fs.String("bootstrapd", "", "bootstrapd binary (default: bootstrapd next to this kubeboot)")
 	osOnly := fs.Bool("os-only", false, "leave out the Kubernetes artifacts (boot tests of the OS layout)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args[1:]); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kubeboot image build: unexpected argument %q\n", fs.Arg(0))

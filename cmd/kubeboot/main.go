@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -44,6 +46,21 @@ func dispatch(args []string) int {
 		return exitUsage
 	}
 	return cmd.run(args[1:])
+}
+
+// parseFlags parses a subcommand's flags. When it returns false the
+// command ends with the exit code: 0 for -h/--help (the flag package
+// printed the usage), 2 for a bad flag.
+func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, false
+	default:
+		return exitUsage, false
+	}
 }
 
 func usage() {
