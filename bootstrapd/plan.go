@@ -33,15 +33,24 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/sysprep"
 )
 
-// Stages is the first-boot plan after the config is loaded, in order.
-func Stages() []stage.Stage {
-	return []stage.Stage{
-		hostname.New(),
-		network.New(),
-		firewall.New(),
-		sysprep.New(),
-		// The Kubernetes stages (images, kubelet, kubeadm, kubeconfig,
-		// wait-ready) go here, after the host is ready for them.
+// Phases of the plan. bootstrapd tells systemd it is ready when the host
+// phase is through: the network is up, so what waits for network-online
+// (the kubelet kubeadm starts) can start while the Kubernetes phase runs.
+const (
+	PhaseHost       = "host"
+	PhaseKubernetes = "kubernetes"
+)
+
+// Plan is the first-boot plan after the config is loaded, in order: the
+// whole boot on one screen, with the rules for each step beside it.
+func Plan() []engine.Step {
+	return []engine.Step{
+		{Stage: hostname.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: network.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
+		// The Kubernetes phase (images, kubeadm, pod network, kubeconfig,
+		// wait-ready) comes here, after the host is ready for it.
 	}
 }
 
@@ -52,10 +61,11 @@ type Options struct {
 	ConfigPath string // --config; "" tries the sources in order
 	Only       []string
 	Log        *slog.Logger
-	// Backoff bounds stage retries; zero means engine.DefaultBackoff.
+	// Backoff, when set, replaces every step's retries (tests).
 	Backoff engine.Backoff
-	// AfterStage and Status are passed to the engine.
+	// AfterStage, AfterPhase and Status are passed to the engine.
 	AfterStage func(name string)
+	AfterPhase func(phase string)
 	Status     func(string)
 }
 
@@ -63,8 +73,9 @@ type Options struct {
 type Prepared struct {
 	Engine   *engine.Engine
 	Source   *source.Result
-	Plan     []stage.Stage // the whole plan
-	Selected []stage.Stage // the stages this run touches
+	Plan     []engine.Step // the whole plan
+	Selected []engine.Step // the steps this run touches
+	Explicit bool          // Selected came from --only
 }
 
 // Prepare does the "source" step: it finds and parses the config, records
@@ -72,7 +83,7 @@ type Prepared struct {
 // the failed marker as stage "source".
 func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 	st := state.Open(o.Root)
-	plan := Stages()
+	plan := Plan()
 	selected, err := engine.Select(plan, o.Only)
 	if err != nil {
 		return nil, err
@@ -96,13 +107,13 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 			return nil, err
 		}
 	}
-	env := &stage.Env{Root: o.Root, NetNS: netns.None(), Config: res.Config, Log: o.Log, Proc: o.Proc, Sys: o.Sys}
+	env := &stage.Env{Root: o.Root, NetNS: netns.None(), Config: res.Config, Log: o.Log, Proc: o.Proc, Sys: o.Sys, Data: &stage.RunData{}}
 	return &Prepared{
 		Engine: &engine.Engine{
 			Env: env, State: st, Source: res.Source, Backoff: o.Backoff,
-			AfterStage: o.AfterStage, Status: o.Status,
+			AfterStage: o.AfterStage, AfterPhase: o.AfterPhase, Status: o.Status,
 		},
-		Source: res, Plan: plan, Selected: selected,
+		Source: res, Plan: plan, Selected: selected, Explicit: len(o.Only) > 0,
 	}, nil
 }
 
@@ -117,7 +128,7 @@ func FirstBoot(ctx context.Context, o Options) ([]engine.Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.Engine.Run(ctx, p.Plan, p.Selected)
+	return p.Engine.Run(ctx, p.Plan, p.Selected, p.Explicit)
 }
 
 // PlanChanges loads the config and lists what each selected stage would
@@ -130,7 +141,7 @@ func PlanChanges(ctx context.Context, o Options) (*Prepared, []engine.Planned, e
 	if err := p.Engine.Validate(ctx, p.Selected); err != nil {
 		return p, nil, fmt.Errorf("stage validate: %w", err)
 	}
-	planned, err := p.Engine.Plan(ctx, p.Selected)
+	planned, err := p.Engine.Plan(ctx, p.Selected, p.Explicit)
 	return p, planned, err
 }
 

@@ -79,7 +79,7 @@ func validateConfig(cfg *MachineConfig) []problem {
 	}
 	c.network(&cfg.Network, "network")
 	c.firewall(cfg)
-	c.system(&cfg.System)
+	c.system(cfg)
 	c.kubernetes(cfg)
 	c.users(cfg.Users)
 	return c.probs
@@ -559,14 +559,23 @@ func (c *checker) firewall(cfg *MachineConfig) {
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
 var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
-func (c *checker) system(s *System) {
+func (c *checker) system(cfg *MachineConfig) {
+	s := &cfg.System
+	required := cfg.RequiredSysctls()
 	for _, k := range keys(s.Sysctls) {
 		p := mapKey("system.sysctls", k)
 		if !sysctlRE.MatchString(k) || strings.Contains(k, "..") || strings.Contains(k, "/../") {
 			c.addKey(p, "invalid sysctl key %q: expected dotted names like net.ipv4.ip_forward", k)
 		}
-		if v := s.Sysctls[k]; v == "" || strings.ContainsAny(v, "\n\r") {
+		v := s.Sysctls[k]
+		if v == "" || strings.ContainsAny(v, "\n\r") {
 			c.add(p, "sysctl value must be one non-empty line")
+			continue
+		}
+		for _, r := range required {
+			if r.Key == k && NormalizeSysctl(v) != r.Value {
+				c.add(p, "%q conflicts with the %q Kubernetes needs on every node; remove it", v, r.Value)
+			}
 		}
 	}
 	for i, m := range s.Modules {

@@ -125,6 +125,11 @@ func TestValidationRules(t *testing.T) {
 		{"zone with nftables", "init", func(c *MachineConfig) { c.Firewall.Backend = BackendNftables; c.Firewall.Zone = "public" }, "firewall.zone", "backend nftables does not use it"},
 		{"sysctl key", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net ipv4 ip_forward": "1"} }, `system.sysctls["net ipv4 ip_forward"]`, "invalid sysctl key"},
 		{"sysctl traversal", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net/../../etc": "1"} }, `system.sysctls["net/../../etc"]`, "invalid sysctl key"},
+		{"sysctl undoes ip_forward", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net.ipv4.ip_forward": "0"} }, `system.sysctls["net.ipv4.ip_forward"]`, `"0" conflicts with the "1" Kubernetes needs`},
+		{"sysctl undoes IPv6 forwarding", "init", func(c *MachineConfig) {
+			c.Kubernetes.PodSubnet = "fd00:10::/56"
+			c.System.Sysctls = map[string]string{"net.ipv6.conf.all.forwarding": "0"}
+		}, `system.sysctls["net.ipv6.conf.all.forwarding"]`, "conflicts"},
 		{"sysctl value", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"vm.swappiness": ""} }, `system.sysctls["vm.swappiness"]`, "one non-empty line"},
 		{"module name", "init", func(c *MachineConfig) { c.System.Modules = []string{"br_netfilter", "../evil"} }, "system.modules[1]", "invalid kernel module name"},
 		{"version missing", "init", func(c *MachineConfig) { c.Kubernetes.Version = "" }, "kubernetes.version", "version is required"},

@@ -103,7 +103,7 @@ func (f *commonFlags) parse(args []string) bool {
 		return false
 	}
 	// An unknown --only name is a usage error, found before anything is touched.
-	if _, err := engine.Select(bootstrapd.Stages(), f.onlyList()); err != nil {
+	if _, err := engine.Select(bootstrapd.Plan(), f.onlyList()); err != nil {
 		fmt.Fprintf(f.fs.Output(), "%s: --only: %v\n", f.fs.Name(), err)
 		return false
 	}
@@ -136,6 +136,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(stderr)
 	o := f.options(log)
 	o.Status = func(s string) { notify("STATUS=" + s) }
+	// Ready once the host is: the network is up, so what waits for
+	// network-online.target (the kubelet that kubeadm starts) can start
+	// while the Kubernetes stages go on. The unit still fails if they do.
+	o.AfterPhase = func(phase string) {
+		if phase == bootstrapd.PhaseHost {
+			notify("READY=1")
+		}
+	}
 	if stop := os.Getenv(CrashAfterEnv); stop != "" {
 		o.AfterStage = func(name string) {
 			if name == stop {
@@ -178,7 +186,14 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", p.Source.Source, p.Source.Config.Hash())
 	for _, pl := range planned {
 		note := ""
-		if pl.Recorded {
+		switch {
+		case pl.Recorded && pl.Kind == engine.Once:
+			fmt.Fprintf(stdout, "%s: done (runs once; reflash the node to run it again)\n", pl.Stage)
+			continue
+		case pl.Err != nil:
+			fmt.Fprintf(stdout, "%s: cannot tell yet: %v\n", pl.Stage, pl.Err)
+			continue
+		case pl.Recorded:
 			note = " (recorded as done with this config)"
 		}
 		if len(pl.Changes) == 0 {
@@ -249,13 +264,13 @@ func printStatus(st *state.Store, w io.Writer) error {
 	}
 	fmt.Fprintln(w, "stages:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  STAGE\tFINISHED\tDURATION\tATTEMPTS\tCHANGES\tCONFIG")
+	fmt.Fprintln(tw, "  STAGE\tKIND\tFINISHED\tDURATION\tATTEMPTS\tCHANGES\tCONFIG")
 	for _, r := range stages {
 		cfg := r.ConfigHash
 		if current != "" && cfg != current {
 			cfg += " (not the current config)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", r.Stage, r.Finished.Format(time.RFC3339), r.Duration, r.Attempts, len(r.Changes), cfg)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Stage, r.Kind, r.Finished.Format(time.RFC3339), r.Duration, r.Attempts, len(r.Changes), cfg)
 	}
 	return tw.Flush()
 }
