@@ -59,14 +59,22 @@ const (
 	etcdCertExpires = 10 * time.Minute
 )
 
+// Options say how to reach what the node runs.
+type Options struct {
+	// EtcdBinary finds an etcd to run as the stand-in of a stale member
+	// (see takeOver), and release gives it back; on the node it comes from
+	// the pinned etcd image in containerd.
+	EtcdBinary func(ctx context.Context) (path string, release func(), err error)
+}
+
 // Prepare clears the node's earlier life from the cluster, returning what
 // it changed. A condition that clears with time (the old Node still Ready,
 // the API server not answering yet) is a temporary error.
-func Prepare(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
+func Prepare(ctx context.Context, env *stage.Env, o Options) ([]stage.Change, error) {
 	cfg := env.Config
 	var changes []stage.Change
 	if cfg.Role == machineconfig.RoleControlPlane {
-		c, err := removeStaleMember(ctx, env)
+		c, err := removeStaleMember(ctx, env, o)
 		if c != "" {
 			changes = append(changes, c)
 		}
@@ -79,7 +87,7 @@ func Prepare(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
 
 // removeStaleMember removes the etcd member this node was before it was
 // reflashed, when there is one.
-func removeStaleMember(ctx context.Context, env *stage.Env) (stage.Change, error) {
+func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Change, error) {
 	cfg := env.Config
 	secrets := cfg.Kubernetes.Credentials.ClusterSecrets()
 	if secrets == nil || secrets.EtcdCA.Key == "" {
@@ -134,9 +142,21 @@ func removeStaleMember(ctx context.Context, env *stage.Env) (stage.Change, error
 	}
 	// Removing a member is a raft proposal: it needs a quorum of the
 	// members as they are now, the stale one included.
+	how := fmt.Sprintf("through %d healthy member(s)", healthy)
 	if quorum := len(list.Members)/2 + 1; healthy < quorum {
-		return "", stage.Temporary(fmt.Errorf("etcd member %s (%x) is this node's earlier life and must go, but only %d of the other %d member(s) are healthy: removing it needs %d of %d; bring the other control planes up",
-			stale.name, stale.id, healthy, len(others), quorum, len(list.Members)))
+		if healthy+1 < quorum {
+			return "", stage.Temporary(fmt.Errorf("etcd member %s (%x) is this node's earlier life and must go, but only %d of the other %d member(s) are healthy: removing it needs %d of %d, and this node standing in for it would bring %d; bring the other control planes up",
+				stale.name, stale.id, healthy, len(others), quorum, len(list.Members), healthy+1))
+		}
+		// Only this node's earlier life is missing from a quorum (two
+		// control planes, one reflashed): stand in for it to restore the
+		// quorum that removing it needs.
+		in, err := standIn(ctx, env, o, cli, *stale, list.Members)
+		if err != nil {
+			return "", err
+		}
+		defer in.stop()
+		how = "after standing in for it to restore etcd's quorum"
 	}
 	rctx, cancel := context.WithTimeout(ctx, callTimeout)
 	_, err = cli.MemberRemove(rctx, stale.id)
@@ -144,7 +164,7 @@ func removeStaleMember(ctx context.Context, env *stage.Env) (stage.Change, error
 	if err != nil {
 		return "", stage.Temporary(fmt.Errorf("remove stale etcd member %s (%x): %w", stale.name, stale.id, err))
 	}
-	return stage.Change(fmt.Sprintf("etcd: removed the stale member %s (%x, %s) through %d healthy member(s)", stale.name, stale.id, strings.Join(stale.peers, ","), healthy)), nil
+	return stage.Change(fmt.Sprintf("etcd: removed the stale member %s (%x, %s) %s", stale.name, stale.id, strings.Join(stale.peers, ","), how)), nil
 }
 
 type memberInfo struct {

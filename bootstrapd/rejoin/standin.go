@@ -1,0 +1,188 @@
+package rejoin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/clustersecrets"
+)
+
+// quorumTimeout bounds how long the stand-in may take to catch up with the
+// healthy members (it receives their data as a snapshot).
+const quorumTimeout = 3 * time.Minute
+
+// standInProcess is a running stand-in etcd.
+type standInProcess struct {
+	cmd     *exec.Cmd
+	done    chan struct{}
+	dir     string
+	release func()
+}
+
+// standIn restores etcd's quorum when the only member missing from it is
+// this node's earlier life: two control planes, one reflashed, leave one
+// healthy member of two, and no membership change (not even removing the
+// dead one) can pass without a second vote. It runs, for a moment, an etcd
+// that is the stale member: same name and peer URL (this node's address),
+// empty data. The healthy members take it in as the member they lost and
+// send it their data; then they have their quorum again. The caller removes
+// the stale member through them, which also ends the stand-in; stop cleans
+// up. kubeadm join then adds this node as a new member.
+func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Client, stale memberInfo, members []*etcdserverpb.Member) (*standInProcess, error) {
+	if o.EtcdBinary == nil {
+		return nil, errors.New("no etcd to stand in for the stale member with")
+	}
+	if len(stale.peers) != 1 {
+		return nil, fmt.Errorf("stale etcd member %s has %d peer URLs; expected kubeadm's one", stale.name, len(stale.peers))
+	}
+	peer, err := url.Parse(stale.peers[0])
+	if err != nil {
+		return nil, fmt.Errorf("stale etcd member %s: peer URL %q: %w", stale.name, stale.peers[0], err)
+	}
+	ip := net.ParseIP(peer.Hostname())
+	if ip == nil || !localAddress(ip) {
+		return nil, stage.Temporary(fmt.Errorf("stale etcd member %s has peer URL %s, which is not an address of this node: it cannot stand in for it; restore etcd's quorum by hand (etcd --force-new-cluster on a healthy member)", stale.name, stale.peers[0]))
+	}
+	secrets := env.Config.Kubernetes.Credentials.ClusterSecrets()
+	server, err := clustersecrets.MintEtcdPeer(secrets, stale.name, []net.IP{ip, net.IPv4(127, 0, 0, 1)}, quorumTimeout+time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(env.StateDir, "etcd-stand-in-")
+	if err != nil {
+		return nil, err
+	}
+	in := &standInProcess{dir: dir, done: make(chan struct{})}
+	fail := func(err error) (*standInProcess, error) { in.stop(); return nil, err }
+	files := map[string][]byte{"ca.crt": server.CAPEM, "server.crt": server.CertPEM, "server.key": []byte(server.KeyPEM.Reveal())}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	var initial []string
+	for _, m := range members {
+		name := m.Name
+		if m.ID == stale.id {
+			name = stale.name
+		}
+		if name == "" || len(m.PeerURLs) == 0 {
+			continue // added but never started: not a peer to dial
+		}
+		initial = append(initial, name+"="+m.PeerURLs[0])
+	}
+	bin, release, err := o.EtcdBinary(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("find etcd to stand in for the stale member: %w", err))
+	}
+	in.release = release
+	port, err := freePort()
+	if err != nil {
+		return fail(err)
+	}
+	client := "https://127.0.0.1:" + port
+	ca, crt, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	in.cmd = exec.Command(bin,
+		"--name="+stale.name, "--data-dir="+filepath.Join(dir, "data"),
+		"--listen-peer-urls="+stale.peers[0], "--initial-advertise-peer-urls="+stale.peers[0],
+		"--listen-client-urls="+client, "--advertise-client-urls="+client,
+		"--initial-cluster="+strings.Join(initial, ","), "--initial-cluster-state=existing",
+		"--client-cert-auth", "--trusted-ca-file="+ca, "--cert-file="+crt, "--key-file="+key,
+		"--peer-client-cert-auth", "--peer-trusted-ca-file="+ca, "--peer-cert-file="+crt, "--peer-key-file="+key,
+		"--listen-metrics-urls=", "--log-level=warn")
+	logFile, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		return fail(err)
+	}
+	in.cmd.Stdout, in.cmd.Stderr = logFile, logFile
+	if err := in.cmd.Start(); err != nil {
+		logFile.Close()
+		return fail(fmt.Errorf("start the stand-in etcd: %w", err))
+	}
+	go func() { _ = in.cmd.Wait(); logFile.Close(); close(in.done) }()
+	env.Log.Info("standing in for the stale etcd member to restore quorum", "member", stale.name, "peer", stale.peers[0])
+
+	// Quorum is back when a linearizable read passes through the others.
+	deadline := time.Now().Add(quorumTimeout)
+	for {
+		qctx, cancel := context.WithTimeout(ctx, callTimeout)
+		_, err := cli.MemberList(qctx)
+		cancel()
+		if err == nil {
+			return in, nil
+		}
+		select {
+		case <-in.done:
+			return fail(fmt.Errorf("the stand-in etcd exited: %s", lastLines(filepath.Join(dir, "etcd.log"), 5)))
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(time.Second):
+		}
+		if time.Now().After(deadline) {
+			return fail(stage.Temporary(fmt.Errorf("etcd's quorum did not come back within %s of standing in for member %s: %v; its log: %s", quorumTimeout, stale.name, err, lastLines(filepath.Join(dir, "etcd.log"), 5))))
+		}
+	}
+}
+
+// stop ends the stand-in (once removed from the cluster it ends itself)
+// and removes its data, certificates and log.
+func (in *standInProcess) stop() {
+	if in.cmd != nil && in.cmd.Process != nil {
+		_ = in.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-in.done:
+		case <-time.After(10 * time.Second):
+			_ = in.cmd.Process.Kill()
+			<-in.done
+		}
+	}
+	if in.release != nil {
+		in.release()
+	}
+	_ = os.RemoveAll(in.dir)
+}
+
+// freePort is a loopback port nobody listens on now, for the stand-in's
+// client URL, which only it uses.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+// localAddress reports whether ip is an address of this machine.
+func localAddress(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func lastLines(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
