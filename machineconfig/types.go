@@ -184,10 +184,20 @@ type Credentials struct {
 	Token          Secret   `yaml:"token,omitempty"`          // [a-z0-9]{6}.[a-z0-9]{16}
 	CACertHashes   []string `yaml:"caCertHashes,omitempty"`   // sha256:<64 hex>
 	CertificateKey Secret   `yaml:"certificateKey,omitempty"` // 64 hex (32-byte AES key)
-	// SecretsBundle is a path to a cluster secrets bundle (CAs, service
-	// account key); with it the CA hash is known in advance and no
-	// certificate key is needed.
+	// TokenTTL is the lifetime of the token the init node creates, a Go
+	// duration such as 24h; empty means the token never expires.
+	TokenTTL string `yaml:"tokenTTL,omitempty"`
+	// SecretsBundle is the path of a cluster secrets bundle (kubeboot
+	// secrets gen), relative to the config file or absolute. Parse leaves
+	// it a path; ParseWithFiles reads it into Bundle.
 	SecretsBundle string `yaml:"secretsBundle,omitempty"`
+	// Secrets is the same content as a bundle, written inline (kubeboot
+	// config gen does so for control planes).
+	Secrets *ClusterSecrets `yaml:"secrets,omitempty"`
+	// Bundle is what ParseWithFiles read from SecretsBundle, reduced to
+	// what the role needs (a worker keeps the CA certificate and the
+	// token). It is part of Hash, so new secrets make a new config.
+	Bundle *ClusterSecrets `yaml:"-"`
 }
 
 // KubeadmPatch is merged into the generated document of the given kind.
