@@ -204,6 +204,38 @@ func FilesFrom(root, dir string) Files {
 	}
 }
 
+// Carrier reads the files a config names for a tool that carries them to
+// the node beside the config (kubeboot cidata, image build
+// --machine-config), so that a config the tool accepts never fails on the
+// node for a missing file. Only a file name next to the config can be
+// carried: an absolute path names a file already on the node, which the
+// tool can neither check nor supply. Refusals become errors at the field,
+// with file:line:col.
+type Carrier struct {
+	Dir      string   // the config's directory
+	Tool     string   // the command, for messages
+	Reserved []string // names the tool itself puts beside the config
+	Names    []string // the names read, cleaned, to carry
+}
+
+// Read is a Files.
+func (c *Carrier) Read(name string) ([]byte, error) {
+	clean := filepath.Clean(name)
+	switch {
+	case filepath.IsAbs(name):
+		return nil, fmt.Errorf("%s carries the files a config names to the node, and an absolute path names a file already there; name a file next to the config (e.g. secrets.yaml) or put the secrets inline (kubeboot config gen)", c.Tool)
+	case clean != filepath.Base(clean) || clean == "." || clean == "..":
+		return nil, fmt.Errorf("%s puts the file beside the config on the node, so it must be a file name next to the config, without directories", c.Tool)
+	case slices.Contains(c.Reserved, clean):
+		return nil, fmt.Errorf("%s already puts its own %s beside the config; rename the file", c.Tool, clean)
+	}
+	data, err := FilesFrom("", c.Dir)(clean)
+	if err == nil && !slices.Contains(c.Names, clean) {
+		c.Names = append(c.Names, clean)
+	}
+	return data, err
+}
+
 // readLimited reads a regular file of at most max bytes; a device or a
 // larger file is an error, so a hostile path cannot exhaust memory.
 func readLimited(path string, max int64) ([]byte, error) {
