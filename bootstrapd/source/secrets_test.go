@@ -173,3 +173,23 @@ func TestBundlePathsPerSource(t *testing.T) {
 func indent(s, pad string) string {
 	return pad + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pad) + "\n"
 }
+
+// A symlink on an ISO volume where the bundle should be reads as nothing:
+// it is an error at the field, not an empty bundle installed silently.
+func TestNoCloudBundleSymlinkRefused(t *testing.T) {
+	need(t, "xorriso")
+	dir := writeFiles(t, map[string][]byte{"user-data": []byte(withBundle("worker", "secrets.yaml")), "meta-data": []byte(testMetaData)})
+	if err := os.Symlink("/etc/shadow", filepath.Join(dir, "secrets.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "cidata.iso")
+	run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", img, dir)
+	root := rootWithVolume(t, "cidata", img)
+	_, err := Load(context.Background(), Options{Root: root})
+	if err == nil || !strings.Contains(err.Error(), "kubernetes.credentials.secretsBundle") {
+		t.Errorf("err = %v, want an error at secretsBundle", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, BundlePath)); err == nil {
+		t.Error("a bundle was installed")
+	}
+}
