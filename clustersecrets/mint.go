@@ -19,6 +19,18 @@ import (
 
 // Identities of the client certificates bootstrapd mints for itself when a
 // control plane is rebuilt (only control planes hold the CA keys).
+//
+// A reflashed worker cannot mint: it has no CA key. It does not need to
+// delete its stale Node either. kubeadm join refuses only a Node of the
+// same name whose Ready condition is True (kubelet-start phase,
+// k8s.io/kubernetes v1.37.2 cmd/kubeadm/app/cmd/phases/join/kubelet.go),
+// and it checks with the bootstrap token, which kubeadm init allows to get
+// Nodes (ClusterRole kubeadm:get-nodes for system:bootstrappers:kubeadm:
+// default-node-token). The node lifecycle controller marks a Node whose
+// kubelet stopped posting status Unknown after node-monitor-grace-period
+// (50 s by default), so a worker's join stage waits, with its token, until
+// the stale Node is not Ready and then joins; the new kubelet takes the
+// existing Node object over (NodeRestriction lets it update its own Node).
 const (
 	// EtcdClientName is the CN of the etcd client certificate used to
 	// remove a stale etcd member. kubeadm's etcd trusts any client
