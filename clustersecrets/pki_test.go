@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"kubeboot.dev/kubeboot/image/artifacts"
-	"kubeboot.dev/kubeboot/image/fetch"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -93,30 +91,10 @@ func TestInstallPKI(t *testing.T) {
 	}
 }
 
-// kubeadmBinary is the pinned kubeadm from the artifact cache.
-func kubeadmBinary(t *testing.T) string {
-	t.Helper()
-	cache, err := fetch.DefaultDir()
-	if err != nil {
-		t.Skip("no artifact cache:", err)
-	}
-	_, items, err := artifacts.Resolve("../configs/image.yaml", cache)
-	if err != nil {
-		t.Skip("artifact lock not readable:", err)
-	}
-	for _, it := range items {
-		if it.Name == "kubeadm" && it.Cached {
-			return it.Path
-		}
-	}
-	t.Skip("the pinned kubeadm is not in the artifact cache yet (make artifacts)")
-	return ""
-}
-
 // The real kubeadm takes the installed CAs and service-account key instead
 // of making its own, and signs its certificates with them.
 func TestKubeadmUsesInstalledPKI(t *testing.T) {
-	kubeadm := kubeadmBinary(t)
+	kubeadm := cached(t, "kubeadm")["kubeadm"]
 	s := secrets(t)
 	tmp := t.TempDir()
 	pki := filepath.Join(tmp, "pki")
