@@ -89,7 +89,11 @@ func runConfig(args []string) int {
 		}
 		*version = s.Kubernetes.Version
 	}
-	if *endpoint == "" && *role == string(machineconfig.RoleInit) {
+	if *endpoint == "" {
+		if *role != string(machineconfig.RoleInit) {
+			fmt.Fprintln(os.Stderr, "kubeboot config gen: a joining node needs --endpoint, the control plane's host:port")
+			return exitUsage
+		}
 		*endpoint = net.JoinHostPort(*hostname, "6443")
 	}
 	cfg := &machineconfig.MachineConfig{

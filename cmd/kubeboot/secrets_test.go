@@ -463,3 +463,28 @@ func TestDocCommandsRunAsWritten(t *testing.T) {
 	}
 	scannerFor(&b.ClusterSecrets).check(t, "the output of the docs' commands", outputs.Bytes())
 }
+
+func TestConfigGenUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"config", "gen", "--secrets", exampleConfig("secrets.yaml"), "--kubernetes-version", "v1.37.2", "-o", "n.yaml"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--role", "worker", "--hostname", "w"}, exitUsage, "needs --endpoint"},
+		{[]string{"--role", "init", "--hostname", "c", "--address", "10.0.0.5/24", "--gateway", "10.1.0.1"}, exitUsage, "in the network of no --address"},
+		{[]string{"--role", "init", "--hostname", "c", "--mac", "52:54:00:00:00:01"}, exitUsage, "each --mac and --interface belongs to an --address"},
+		{[]string{"--role", "init", "--hostname", "c", "--host", "c"}, exitUsage, "must be NAME=IP"},
+		{[]string{"--role", "boss", "--hostname", "c", "--endpoint", "c:6443"}, exitFail, `n.yaml:5:7: role: unknown role "boss"`},
+		{[]string{"--role", "init"}, exitUsage, "usage: kubeboot config gen"},
+	} {
+		code, _, stderr := kb(t, nil, dir, append(base, tc.args...)...)
+		if code != tc.code || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", tc.args, code, tc.code, tc.msg, stderr)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused config gen wrote %v", entries)
+	}
+}
