@@ -79,9 +79,9 @@ func (*Stage) Inputs(cfg *machineconfig.MachineConfig) any {
 	}{cfg.Kubernetes.NodeName, cfg.Role}
 }
 
-// Credentials is the kubeconfig the stage reads the API with on a node
+// credentials is the kubeconfig the stage reads the API with on a node
 // with this config.
-func Credentials(cfg *machineconfig.MachineConfig) string {
+func credentials(cfg *machineconfig.MachineConfig) string {
 	if cfg.Role == machineconfig.RoleWorker {
 		return KubeletConf
 	}
@@ -144,7 +144,7 @@ func changes(waiting []string) []stage.Change {
 // absolute path (kubelet.conf's rotating client certificate) are read
 // under env.Root, as everything else a stage reads.
 func client(env *stage.Env) (kubernetes.Interface, error) {
-	name := Credentials(env.Config)
+	name := credentials(env.Config)
 	p := env.Path(name)
 	info, err := os.Stat(p)
 	if err != nil {
