@@ -98,3 +98,22 @@ func TestStatusOnFailureShowsWhatToDo(t *testing.T) {
 		t.Error("status lacks the network stage's record")
 	}
 }
+
+// TestStatusShowsTheDoneMarkersTimings: the done marker's per-stage
+// timings and their sum.
+func TestStatusShowsTheDoneMarkersTimings(t *testing.T) {
+	root := t.TempDir()
+	st := state.Open(root)
+	if err := st.PutDone(state.Done{ConfigHash: "abc", Source: "test", Time: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC),
+		Stages: []state.StageTiming{{Stage: "hostname", Duration: "5ms", Attempts: 1}, {Stage: "kubeadm-init", Duration: "2m10s", Attempts: 1}, {Stage: "wait-ready", Duration: "55.995s", Attempts: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := dispatch([]string{"status", "--root", root}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	want := "done:    2026-11-29T12:00:00Z (config abc); the stages took 3m6s\n         hostname 5ms, kubeadm-init 2m10s, wait-ready 55.995s\n"
+	if !strings.Contains(stdout.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, stdout.String())
+	}
+}

@@ -73,6 +73,11 @@ func printStatus(root string, w io.Writer) error {
 	}
 	if done != nil {
 		fmt.Fprintf(w, "done:    %s (config %s); the stages took %s\n", done.Time.Format(time.RFC3339), show(done.ConfigHash), progress.Total(done))
+		var timings []string
+		for _, t := range done.Stages {
+			timings = append(timings, show(t.Stage)+" "+show(t.Duration))
+		}
+		fmt.Fprintf(w, "         %s\n", strings.Join(timings, ", "))
 	} else {
 		fmt.Fprintln(w, "done:    no")
 	}
