@@ -17,10 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +147,7 @@ func newNode(t *testing.T) *node {
 		peerNS: fmt.Sprintf("kbt-peer-%d-%d", os.Getpid(), nodeSeq),
 		root:   t.TempDir(),
 	}
+	imageAccounts(t, n.root)
 	dir := t.TempDir()
 	n.uts = filepath.Join(dir, "uts")
 	netnstest.New(t, n.ns)
@@ -163,6 +166,39 @@ func newNode(t *testing.T) *node {
 	netnstest.Run(t, "unshare", "--uts="+n.uts, "hostname", "image-default")
 	t.Cleanup(func() { exec.Command("umount", n.uts).Run() })
 	return n
+}
+
+// imageAccounts gives root what the image has for the users stage: Debian's
+// account files and login.defs, /etc/skel, and the homes on STATE through
+// relative links (/home -> var/home, /root -> var/roothome).
+func imageAccounts(t *testing.T, root string) {
+	t.Helper()
+	for p, content := range map[string]string{
+		"etc/passwd":  "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		"etc/group":   "root:x:0:\nnogroup:x:65534:\n",
+		"etc/shadow":  "root:*:20000:0:99999:7:::\nnobody:*:20000:0:99999:7:::\n",
+		"etc/gshadow": "root:*::\nnogroup:*::\n",
+	} {
+		if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	netnstest.Run(t, "cp", "/etc/login.defs", filepath.Join(root, "etc/login.defs"))
+	netnstest.Run(t, "cp", "-a", "/etc/skel", filepath.Join(root, "etc/skel"))
+	for _, d := range []string{"var/home", "var/roothome"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(root, "var/roothome"), 0o700)
+	for link, target := range map[string]string{"home": "var/home", "root": "var/roothome"} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // bootstrapd runs the binary on the node and returns its exit status and
@@ -244,6 +280,11 @@ func (n *node) kernel() kernelState {
 			if r["table"] == nil {
 				r["table"] = "main"
 			}
+			if dst, _ := r["dst"].(string); r["type"] == "local" && strings.HasPrefix(dst, "fe80:") {
+				// The kernel's route to a link-local address it derived from
+				// the MAC appears when DAD ends, whenever that is.
+				continue
+			}
 			s.Routes = append(s.Routes, fmt.Sprintf("%v %v via=%v dev=%v metric=%v proto=%v table=%v", r["type"], r["dst"], r["gateway"], r["dev"], r["metric"], r["protocol"], r["table"]))
 		}
 	}
@@ -306,6 +347,9 @@ func (n *node) files(withTimes bool) map[string]string {
 			return err
 		}
 		rel := strings.TrimPrefix(p, n.root)
+		if strings.HasPrefix(rel, "/run/") {
+			return nil // this boot's progress and banner: per boot, rewritten by every run
+		}
 		info, err := d.Info()
 		if err != nil {
 			return err
@@ -433,14 +477,15 @@ func TestControllerHostNetworkFirewall(t *testing.T) {
 	needRootAndTools(t)
 	n := newNode(t)
 	planArgs := []string{"plan", "--config", controllerConfig, "--root", n.root, "--only", "hostname,network,firewall"}
+	before := n.files(true)
 	out := n.mustRun(planArgs...)
 	for _, want := range []string{"hostname: 3 changes", "enp1s0: add address 172.16.0.11/24", "firewall: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan output lacks %q:\n%s", want, out)
 		}
 	}
-	if entries, _ := os.ReadDir(n.root); len(entries) != 0 || n.hostname() != "image-default" {
-		t.Fatalf("plan changed the node: %v, hostname %q", entries, n.hostname())
+	if after := n.files(true); fmt.Sprint(after) != fmt.Sprint(before) || n.hostname() != "image-default" {
+		t.Fatalf("plan changed the node: %v, hostname %q", after, n.hostname())
 	}
 
 	args := []string{"run", "--config", controllerConfig, "--root", n.root, "--only", "hostname,network,firewall"}
@@ -505,14 +550,15 @@ func TestControllerHostNetworkFirewall(t *testing.T) {
 // node ends exactly like one that ran through without stopping.
 func TestCrashAtEachStageBoundary(t *testing.T) {
 	needRootAndTools(t)
-	stages := []string{"hostname", "network", "firewall", "sysprep"}
-	var only []string
+	// The host phase: the Kubernetes phase needs a cluster (the engine's
+	// tests cover the done marker).
+	stages := []string{"hostname", "network", "firewall", "sysprep", "users"}
 	if swaps, _ := os.ReadFile("/proc/swaps"); strings.Count(strings.TrimSpace(string(swaps)), "\n") > 0 {
 		// sysprep would turn off the host's swap, which is not the test's to touch.
 		t.Log("the host has active swap: leaving sysprep out")
-		stages = stages[:3]
-		only = []string{"--only", strings.Join(stages, ",")}
+		stages = slices.DeleteFunc(stages, func(s string) bool { return s == "sysprep" })
 	}
+	only := []string{"--only", strings.Join(stages, ",")}
 	run := func(n *node, env ...string) (int, string) {
 		return n.bootstrapd(env, append([]string{"run", "--config", controllerConfig, "--root", n.root}, only...)...)
 	}
@@ -523,11 +569,6 @@ func TestCrashAtEachStageBoundary(t *testing.T) {
 	}
 	wantFiles, wantKernel := clean.files(false), clean.kernel()
 	t.Logf("clean run: kernel %+v", wantKernel)
-	if len(only) == 0 {
-		if _, ok := wantFiles["/var/lib/kubeboot/done"]; !ok {
-			t.Fatal("the clean run wrote no done marker")
-		}
-	}
 
 	for _, boundary := range stages {
 		t.Run("after "+boundary, func(t *testing.T) {
@@ -647,5 +688,66 @@ func TestFailureMarker(t *testing.T) {
 	n.mustRun("run", "--config", controllerConfig, "--root", n.root, "--only", "hostname,sysprep")
 	if _, err := os.Stat(filepath.Join(n.root, "var/lib/kubeboot/failed")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("failed marker still there after a good run: %v", err)
+	}
+}
+
+// TestUsersBannerAndStatus runs the host phase with the users stage on an
+// image-like root: the config's admin gets an account (real useradd) and a
+// 0700 home on STATE (/home is var/home), the console banner shows the
+// node with its kernel addresses and each stage, status shows both phases,
+// and nothing shows a secret; a second run finds everything up to date.
+func TestUsersBannerAndStatus(t *testing.T) {
+	needRootAndTools(t)
+	if _, err := exec.LookPath("useradd"); err != nil {
+		t.Skip("useradd not installed (Debian package passwd)")
+	}
+	n := newNode(t)
+	args := []string{"run", "--config", controllerConfig, "--root", n.root, "--only", "hostname,network,firewall,users"}
+	out := n.mustRun(args...)
+	noSecrets(t, "the run's output", out)
+
+	passwd, _ := os.ReadFile(filepath.Join(n.root, "etc/passwd"))
+	if !strings.Contains(string(passwd), "admin:x:1000:1000::/home/admin:/bin/bash\n") {
+		t.Errorf("/etc/passwd:\n%s", passwd)
+	}
+	info, err := os.Stat(filepath.Join(n.root, "var/home/admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := info.Sys().(*syscall.Stat_t); !info.IsDir() || info.Mode().Perm() != 0o700 || st.Uid != 1000 || st.Gid != 1000 {
+		t.Errorf("admin's home: %v owner %d:%d", info.Mode(), st.Uid, st.Gid)
+	}
+
+	issue, err := os.ReadFile(filepath.Join(n.root, "run/kubeboot/issue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"kubeboot node controller.home.local, role init\n",
+		"  endpoint    controller.home.local:6443\n",
+		"  addresses   enp1s0 172.16.0.11/24, enp2s0 10.0.0.11/24\n",
+		"  kubeconfig  /etc/kubernetes/admin.conf, /home/admin/.kube/config\n",
+		"  bootstrapd  not done\n",
+		"    users         applied    ",
+		"    sysprep       not run\n",
+	} {
+		if !strings.Contains(string(issue), want) {
+			t.Errorf("banner lacks %q:\n%s", want, issue)
+		}
+	}
+	noSecrets(t, "the banner", string(issue))
+
+	status := n.mustRun("status", "--root", n.root)
+	for _, want := range []string{"role:    init\n", "phase host:\n", "phase kubernetes:\n", "applied on this boot", "waits for sysprep"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+	noSecrets(t, "status", status)
+
+	n.mustRun(args...)
+	status = n.mustRun("status", "--root", n.root)
+	if !regexp.MustCompile(`(?m)^  users +converge +up to date on this boot `).MatchString(status) {
+		t.Errorf("status after the second run:\n%s", status)
 	}
 }
