@@ -7,8 +7,11 @@
 //	network   links, addresses, routes with metrics, resolv.conf
 //	firewall  the role's Kubernetes ports: firewalld, or an own nftables table
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
-//	          (Kubernetes stages come here: images, kubelet, kubeadm,
-//	          kubeconfig, wait-ready)
+//	users     the config's accounts, homes 0700 on STATE (/home is /var/home)
+//	          (the Kubernetes phase begins: images, kubeadm init/join,
+//	          kubelet, tokens, pod network)
+//	kubeconfig  admin.conf as ~/.kube/config for the users (control planes)
+//	wait-ready  this node Ready and its kube-system pods running
 //	done      the done marker under /var/lib/kubeboot
 //
 // The engine (bootstrapd/engine) runs the stages; their records under the
@@ -26,11 +29,15 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 	"kubeboot.dev/kubeboot/bootstrapd/sysprep"
+	"kubeboot.dev/kubeboot/bootstrapd/users"
+	"kubeboot.dev/kubeboot/bootstrapd/waitready"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // Phases of the plan. bootstrapd tells systemd it is ready when the host
@@ -49,10 +56,23 @@ func Plan() []engine.Step {
 		{Stage: network.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase (images, kubeadm, pod network, kubeconfig,
-		// wait-ready) comes here, after the host is ready for it.
+		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
+		// The Kubernetes phase. Before kubeconfig come, in this order:
+		// images, kubeadm-init (init) / kubeadm-join (control-plane,
+		// worker), kubelet, tokens, podnetwork.
+		{Stage: kubeconfig.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit, machineconfig.RoleControlPlane)},
+		// Last: minutes under TCG (the control plane's pods start, the pod
+		// network comes up); done means the node works.
+		{Stage: waitready.New(), Kind: engine.Converge, Phase: PhaseKubernetes, Timeout: WaitReadyTimeout},
 	}
 }
+
+// WaitReadyTimeout bounds the wait for the node to be Ready: the seed's
+// controller under QEMU TCG (2 vCPU) went Ready about a minute after its
+// control plane came up; 15 minutes leaves room for slower machines, a
+// joining node waiting for the pod network, and a reboot's cold start.
+const WaitReadyTimeout = 15 * time.Minute
 
 // Options configure one run.
 type Options struct {
@@ -63,10 +83,17 @@ type Options struct {
 	Log        *slog.Logger
 	// Backoff, when set, replaces every step's retries (tests).
 	Backoff engine.Backoff
-	// AfterStage, AfterPhase and Status are passed to the engine.
-	AfterStage func(name string)
-	AfterPhase func(phase string)
-	Status     func(string)
+	// AfterStage, AfterPhase, Status, StepStarted and StepEnded are passed
+	// to the engine.
+	AfterStage  func(name string)
+	AfterPhase  func(phase string)
+	Status      func(string)
+	StepStarted func(name string)
+	StepEnded   func(o engine.Outcome, err error)
+	// Loaded, when set, is called by FirstBoot once it holds the state
+	// lock and the source step is over: with the prepared run, or with the
+	// source's error (its failed marker written).
+	Loaded func(*Prepared, error)
 }
 
 // Prepared is a loaded config bound to an engine, ready to plan or run.
@@ -112,6 +139,7 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 		Engine: &engine.Engine{
 			Env: env, State: st, Source: res.Source, Backoff: o.Backoff,
 			AfterStage: o.AfterStage, AfterPhase: o.AfterPhase, Status: o.Status,
+			StepStarted: o.StepStarted, StepEnded: o.StepEnded,
 		},
 		Source: res, Plan: plan, Selected: selected, Explicit: len(o.Only) > 0,
 	}, nil
@@ -125,6 +153,9 @@ func FirstBoot(ctx context.Context, o Options) ([]engine.Outcome, error) {
 	}
 	defer release()
 	p, err := Prepare(ctx, o, true)
+	if o.Loaded != nil {
+		o.Loaded(p, err)
+	}
 	if err != nil {
 		return nil, err
 	}

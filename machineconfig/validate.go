@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks a config built or changed in code (Parse already
@@ -43,20 +44,7 @@ func (c *checker) addKey(path, format string, args ...any) {
 
 func validateConfig(cfg *MachineConfig) []problem {
 	var c checker
-	switch cfg.APIVersion {
-	case APIVersion:
-	case "":
-		c.add("apiVersion", "apiVersion is required: %s", APIVersion)
-	default:
-		c.add("apiVersion", "unsupported apiVersion %q; expected %s", cfg.APIVersion, APIVersion)
-	}
-	switch cfg.Kind {
-	case Kind:
-	case "":
-		c.add("kind", "kind is required: %s", Kind)
-	default:
-		c.add("kind", "unsupported kind %q; expected %s%s", cfg.Kind, Kind, didYouMean(cfg.Kind, []string{Kind}))
-	}
+	c.header(cfg.APIVersion, cfg.Kind, Kind)
 	c.role(cfg.Role)
 	if cfg.Hostname == "" {
 		c.add("hostname", "hostname is required")
@@ -819,7 +807,10 @@ func checkEndpoint(e string) string {
 }
 
 // credentials checks the join credentials for the role. Messages never
-// contain the values.
+// contain the values. The cluster secrets count from wherever they come:
+// inline (secrets) or read from secretsBundle by ParseWithFiles; a bundle
+// path that was not read is trusted to hold a full bundle here and is
+// checked where it is read.
 func (c *checker) credentials(role Role, cr *Credentials) {
 	const p = "kubernetes.credentials"
 	if cr.Token != "" && !tokenRE.MatchString(cr.Token.Reveal()) {
@@ -833,27 +824,79 @@ func (c *checker) credentials(role Role, cr *Credentials) {
 	if cr.CertificateKey != "" && !certKeyRE.MatchString(cr.CertificateKey.Reveal()) {
 		c.add(p+".certificateKey", "certificate key must be 64 hex digits (a 32-byte AES key, as from kubeadm certs certificate-key; the value is not shown)")
 	}
+	if cr.TokenTTL != "" {
+		if d, err := time.ParseDuration(cr.TokenTTL); err != nil || d <= 0 {
+			c.add(p+".tokenTTL", "tokenTTL %q must be a positive duration such as 24h or 90m; leave it out for a token that never expires", cr.TokenTTL)
+		} else if role != RoleInit && role != "" {
+			c.add(p+".tokenTTL", "tokenTTL is the lifetime of the token the init node creates; a %s node does not create one", role)
+		}
+	}
 	if b := cr.SecretsBundle; b != "" && (strings.ContainsAny(b, "\x00\n") || path.Clean(b) == "/") {
 		c.add(p+".secretsBundle", "secretsBundle must be the path of a secrets bundle file")
 	}
-	hasCA := len(cr.CACertHashes) > 0 || cr.SecretsBundle != ""
+	if cr.Secrets != nil {
+		c.clusterSecrets(cr.Secrets, p+".secrets")
+		if cr.SecretsBundle != "" {
+			c.addKey(p+".secrets", "give the cluster secrets inline (secrets) or as a file (secretsBundle), not both")
+		}
+	}
+	// misfit reports a role problem at the field the secrets came from:
+	// the secrets: key, or the secretsBundle path.
+	sec := cr.ClusterSecrets()
+	misfit := func(format string, args ...any) {
+		if cr.Secrets != nil {
+			c.addKey(p+".secrets", format, args...)
+		} else {
+			c.add(p+".secretsBundle", format, args...)
+		}
+	}
+	hasSecrets := sec != nil || cr.SecretsBundle != ""
+	fullSecrets := sec != nil && sec.CA.Key != "" || sec == nil && cr.SecretsBundle != ""
 	switch role {
 	case RoleInit:
 		if len(cr.CACertHashes) > 0 {
-			c.add(p+".caCertHashes", "caCertHashes are for joining nodes; the init node creates (or, with secretsBundle, installs) the CA")
+			c.add(p+".caCertHashes", "caCertHashes are for joining nodes; the init node installs the CA of its secrets (or kubeadm makes one)")
+		}
+		if hasSecrets && !fullSecrets {
+			misfit("the init node installs the cluster CAs, so it needs their keys; these secrets are a worker's (CA certificate and token only)")
 		}
 	case RoleControlPlane, RoleWorker:
-		if cr.Token == "" {
-			c.add(p+".token", "a %s node needs the bootstrap token of the cluster to join", role)
+		if cr.Token == "" && !hasSecrets {
+			c.add(p+".token", "a %s node needs the bootstrap token of the cluster to join: token, secrets or secretsBundle", role)
 		}
-		if !hasCA {
-			c.add(p+".caCertHashes", "a %s node needs caCertHashes or secretsBundle to trust the cluster CA", role)
+		if role == RoleControlPlane && !fullSecrets {
+			if hasSecrets {
+				misfit("a control-plane node installs the cluster CAs, so it needs their keys; these secrets are a worker's (CA certificate and token only)")
+			} else {
+				c.add(p+".secretsBundle", "a control-plane node needs the cluster CAs: secretsBundle or secrets (kubeboot config gen writes them)")
+			}
 		}
-		if role == RoleControlPlane && cr.CertificateKey == "" && cr.SecretsBundle == "" {
-			c.add(p+".certificateKey", "a control-plane node needs certificateKey or secretsBundle to get the cluster CA keys")
+		if role == RoleWorker && !hasSecrets && len(cr.CACertHashes) == 0 {
+			c.add(p+".caCertHashes", "a worker node needs caCertHashes or secretsBundle to trust the cluster CA")
 		}
 		if role == RoleWorker && cr.CertificateKey != "" {
 			c.add(p+".certificateKey", "certificateKey is only used by control-plane nodes; remove it from a worker")
+		}
+		if role == RoleWorker && cr.Secrets != nil {
+			c.workerHoldsNoKey(cr.Secrets, p+".secrets")
+		}
+	}
+}
+
+// workerHoldsNoKey reports every private key in a worker's inline secrets.
+func (c *checker) workerHoldsNoKey(s *ClusterSecrets, base string) {
+	for _, f := range []struct {
+		path string
+		set  bool
+	}{
+		{base + ".certificateKey", s.CertificateKey != ""},
+		{base + ".ca.key", s.CA.Key != ""},
+		{base + ".frontProxyCA.key", s.FrontProxyCA.Key != ""},
+		{base + ".etcdCA.key", s.EtcdCA.Key != ""},
+		{base + ".serviceAccount.key", s.ServiceAccount.Key != ""},
+	} {
+		if f.set {
+			c.add(f.path, "a worker config never carries a private key; give a worker token and caCertHashes (kubeboot config gen --role worker) or the CA certificate only")
 		}
 	}
 }

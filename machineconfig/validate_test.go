@@ -161,13 +161,26 @@ func TestValidationRules(t *testing.T) {
 			c.Kubernetes.NodeTaints = []Taint{{Key: "a", Effect: "NoSchedule"}, {Key: "a", Value: "x", Effect: "NoSchedule"}}
 		}, "kubernetes.nodeTaints[1]", "duplicate taint a:NoSchedule"},
 		{"cert SAN", "init", func(c *MachineConfig) { c.Kubernetes.CertSANs = []string{"api.example.com", "not valid"} }, "kubernetes.certSANs[1]", "IP address or DNS name"},
-		{"worker needs token", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.Token = "" }, "kubernetes.credentials.token", "a worker node needs the bootstrap token"},
-		{"worker needs CA", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.SecretsBundle = "" }, "kubernetes.credentials.caCertHashes", "needs caCertHashes or secretsBundle"},
-		{"worker has certificate key", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32)) }, "kubernetes.credentials.certificateKey", "only used by control-plane nodes"},
-		{"control plane needs key", "control-plane", func(c *MachineConfig) {
+		{"worker needs token", "worker", func(c *MachineConfig) {
 			c.Kubernetes.Credentials.SecretsBundle = ""
 			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
-		}, "kubernetes.credentials.certificateKey", "needs certificateKey or secretsBundle"},
+		}, "kubernetes.credentials.token", "a worker node needs the bootstrap token"},
+		{"worker needs CA", "worker", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.SecretsBundle = ""
+			c.Kubernetes.Credentials.Token = "abcdef.0123456789abcdef"
+		}, "kubernetes.credentials.caCertHashes", "needs caCertHashes or secretsBundle"},
+		{"worker has certificate key", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32)) }, "kubernetes.credentials.certificateKey", "only used by control-plane nodes"},
+		{"control plane needs CAs", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.SecretsBundle = ""
+			c.Kubernetes.Credentials.Token = "abcdef.0123456789abcdef"
+			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
+			c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32))
+		}, "kubernetes.credentials.secretsBundle", "a control-plane node needs the cluster CAs"},
+		{"token TTL format", "init", func(c *MachineConfig) { c.Kubernetes.Credentials.TokenTTL = "1d" }, "kubernetes.credentials.tokenTTL", "positive duration such as 24h"},
+		{"token TTL on worker", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.TokenTTL = "24h" }, "kubernetes.credentials.tokenTTL", "a worker node does not create one"},
+		{"inline and bundle", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.Secrets = &ClusterSecrets{Token: "abcdef.0123456789abcdef"}
+		}, "kubernetes.credentials.secrets", "not both"},
 		{"init forbids CA hashes", "init", func(c *MachineConfig) {
 			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
 		}, "kubernetes.credentials.caCertHashes", "caCertHashes are for joining nodes"},

@@ -124,7 +124,14 @@ type Engine struct {
 	// of a phase.
 	AfterPhase func(phase string)
 	// Status reports progress in one line (sd_notify STATUS=); may be nil.
+	// A stage's Env.Report comes here too, prefixed with its name.
 	Status func(string)
+	// StepStarted and StepEnded, when set, hear every step of a run that
+	// applies to the node as it starts and ends (with its outcome, or the
+	// error that failed the run, after the failed marker is written): the
+	// per-boot view of bootstrapd status and the console banner.
+	StepStarted func(name string)
+	StepEnded   func(o Outcome, err error)
 }
 
 // Action is what the engine did with a step.
@@ -243,6 +250,7 @@ func (e *Engine) envFor(s Step, mkdir bool) (*stage.Env, error) {
 	env := *e.Env
 	env.StateDir = e.State.StageDir(s.Name())
 	env.Log = e.Env.Log.With("stage", s.Name())
+	env.Progress = func(msg string) { e.status(s.Name() + ": " + msg) }
 	if env.Data == nil {
 		e.Env.Data = &stage.RunData{}
 		env.Data = e.Env.Data
@@ -312,9 +320,18 @@ func (e *Engine) Run(ctx context.Context, plan, selected []Step, explicit bool) 
 
 	var outcomes []Outcome
 	for i, s := range steps {
+		if e.StepStarted != nil {
+			e.StepStarted(s.Name())
+		}
 		o, err := e.runStep(ctx, s)
 		if err != nil {
-			return outcomes, e.fail(s.Name(), o.Attempts, err)
+			err = e.fail(s.Name(), o.Attempts, err)
+		}
+		if e.StepEnded != nil {
+			e.StepEnded(o, err)
+		}
+		if err != nil {
+			return outcomes, err
 		}
 		outcomes = append(outcomes, o)
 		if e.AfterPhase != nil && (i == len(steps)-1 || steps[i+1].Phase != s.Phase) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -630,4 +631,43 @@ func TestStateDirRunDataAndPhases(t *testing.T) {
 	if fw.envs[0].StateDir == dir {
 		t.Error("two stages share a state directory")
 	}
+}
+
+// TestStepCallbacksAndReports: StepStarted and StepEnded hear every step
+// of a run with its outcome, the failing one after its failed marker is
+// written; a stage's Env.Report reaches Status prefixed with its name.
+func TestStepCallbacksAndReports(t *testing.T) {
+	e := newEngine(t, "n1")
+	var events, statuses []string
+	e.StepStarted = func(name string) { events = append(events, "start "+name) }
+	e.StepEnded = func(o Outcome, err error) {
+		f, _ := e.State.Failure()
+		events = append(events, fmt.Sprintf("end %s %s err=%v marker=%v", o.Stage, o.Action, err != nil, f != nil))
+	}
+	e.Status = func(s string) { statuses = append(statuses, s) }
+	h := &fileStage{name: "hostname", path: "/etc/hostname"}
+	r := &reportingStage{}
+	bad := &flakyStage{failures: 1, permanent: true}
+	plan := steps(h, r, bad)
+	if _, err := e.Run(context.Background(), plan, plan, false); err == nil {
+		t.Fatal("the flaky stage did not fail the run")
+	}
+	want := "[start hostname end hostname applied err=false marker=false start report end report applied err=false marker=false start flaky end flaky  err=true marker=true]"
+	if fmt.Sprint(events) != want {
+		t.Errorf("events:\n got %v\nwant %s", events, want)
+	}
+	if !slices.Contains(statuses, "report: waiting for the node") {
+		t.Errorf("statuses %q lack the stage's report", statuses)
+	}
+}
+
+// reportingStage says what it waits for through Env.Report.
+type reportingStage struct{}
+
+func (reportingStage) Name() string                                             { return "report" }
+func (reportingStage) Inputs(*machineconfig.MachineConfig) any                  { return nil }
+func (reportingStage) Plan(context.Context, *stage.Env) ([]stage.Change, error) { return nil, nil }
+func (reportingStage) Apply(_ context.Context, env *stage.Env) ([]stage.Change, error) {
+	env.Report("waiting for the node")
+	return nil, nil
 }

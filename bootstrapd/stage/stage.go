@@ -43,6 +43,16 @@ type Env struct {
 	// Data carries what one stage found or made to the stages after it,
 	// in one run (see RunData).
 	Data *RunData
+	// Progress, set by the engine, reports in one line what a long stage
+	// is waiting for (the unit's STATUS=, the console banner); use Report.
+	Progress func(string)
+}
+
+// Report says what the stage is waiting for now; a no-op without Progress.
+func (e *Env) Report(s string) {
+	if e.Progress != nil {
+		e.Progress(s)
+	}
 }
 
 // RunData is what stages hand to later stages within one run, typed so that
