@@ -46,13 +46,17 @@ func TestKubeadmInitDryRun(t *testing.T) {
 		}
 		t.Run(c.name, func(t *testing.T) {
 			r := c.render(t)
-			out, dry := dryRun(t, kubeadm, r.Config(), "init", "--dry-run")
-			k := &cfg.Kubernetes
-			nodeIP := k.AdvertiseAddress
 			in := testInputs()
 			if c.inputs != nil {
 				c.inputs(&in)
 			}
+			args := []string{"init", "--dry-run"}
+			if !in.CAsPreinstalled {
+				args = append(args, "--upload-certs")
+			}
+			out, dry := dryRun(t, kubeadm, r.Config(), args...)
+			k := &cfg.Kubernetes
+			nodeIP := k.AdvertiseAddress
 			if len(in.NodeIPs) > 0 { // dual stack: both addresses
 				nodeIP = joinAddrs(in)
 			}
@@ -88,9 +92,14 @@ func TestKubeadmInitDryRun(t *testing.T) {
 					}
 				}
 			}
-			// The join command kubeadm prints carries the rendered token.
+			// The join command kubeadm prints carries the rendered token,
+			// and the certificate key when it uploads the CA keys: kubeadm
+			// prints both, so its output must be masked.
 			if !strings.Contains(out, "--token "+testToken) {
 				t.Errorf("kubeadm did not create the rendered token:\n%s", out)
+			}
+			if !in.CAsPreinstalled && !strings.Contains(out, "[upload-certs] Using certificate key:\n"+testCertKey) {
+				t.Errorf("kubeadm did not upload the CA keys with the rendered certificate key:\n%s", out)
 			}
 			if w := klogWarnings(out); len(w) > 0 {
 				t.Errorf("kubeadm warned:\n%s", strings.Join(w, "\n"))
