@@ -29,7 +29,9 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/kubeadm"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
+	"kubeboot.dev/kubeboot/bootstrapd/kubelet"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
@@ -48,6 +50,12 @@ const (
 	PhaseKubernetes = "kubernetes"
 )
 
+// Limits of the kubeadm steps. kubeadm's own waits are 10 minutes each
+// (kubeadmconfig); three attempts of the slowest join fit in the limit.
+var kubeadmRetry = engine.Backoff{Initial: 15 * time.Second, Max: time.Minute, Attempts: 3}
+
+const kubeadmTimeout = 45 * time.Minute
+
 // Plan is the first-boot plan after the config is loaded, in order: the
 // whole boot on one screen, with the rules for each step beside it.
 func Plan() []engine.Step {
@@ -57,9 +65,17 @@ func Plan() []engine.Step {
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase. Before kubeconfig come, in this order:
-		// images, kubeadm-init (init) / kubeadm-join (control-plane,
-		// worker), kubelet, tokens, podnetwork.
+		// The Kubernetes phase. (images comes first.)
+		// Enabled before kubeadm's preflight checks it; running on later boots.
+		{Stage: kubelet.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
+		// Once in the node's life; under TCG kubeadm init takes 2-3 min and
+		// a join waits for the init node. A failed attempt is reset and
+		// retried twice.
+		{Stage: kubeadm.Init(), Kind: engine.Once, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit), Retry: kubeadmRetry, Timeout: kubeadmTimeout},
+		{Stage: kubeadm.Join(), Kind: engine.Once, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleControlPlane, machineconfig.RoleWorker), Retry: kubeadmRetry, Timeout: kubeadmTimeout},
+		// (cluster-access, podnetwork come here.)
 		{Stage: kubeconfig.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
 			When: engine.ForRoles(machineconfig.RoleInit, machineconfig.RoleControlPlane)},
 		// Last: minutes under TCG (the control plane's pods start, the pod

@@ -60,6 +60,8 @@ type Stage struct {
 	join bool
 	// bin is the kubeadm to run; tests point it at the cached build.
 	bin string
+	// rejoin reaches what a rebuilt control plane needs (kubeadm-join).
+	rejoin rejoin.Options
 }
 
 // Init is the kubeadm-init stage of the init node.
@@ -101,7 +103,7 @@ func (s *Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error
 	}
 	var c []stage.Change
 	if leftovers(env) != "" {
-		c = append(c, "kubeadm reset: "+leftovers(env))
+		c = append(c, stage.Change("kubeadm reset: "+leftovers(env)))
 	}
 	if secrets := s.pkiSecrets(env.Config); secrets != nil {
 		c = append(c, stage.Change("install the cluster CAs into "+PKIDir))
@@ -150,20 +152,16 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 		}
 	}
 	if s.join {
-		evicted, err := rejoin.Prepare(ctx, env)
+		evicted, err := rejoin.Prepare(ctx, env, s.rejoin)
 		changes = append(changes, evicted...)
 		if err != nil {
 			return changes, err
 		}
 	}
 
-	ttl, err := creds.TokenLifetime()
-	if err != nil {
-		return changes, err
-	}
 	rendered, err := kubeadmconfig.Render(cfg, kubeadmconfig.Inputs{
 		Token:           creds.JoinToken(),
-		TokenTTL:        ttl,
+		TokenTTL:        creds.TokenLifetime(),
 		CACertHashes:    creds.DiscoveryHashes(),
 		CertificateKey:  creds.CertificateKey,
 		CAsPreinstalled: s.pkiSecrets(cfg) != nil,
@@ -176,18 +174,16 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 		return changes, fmt.Errorf("write kubeadm's config: %w", err)
 	}
 	env.Log.Info("kubeadm config rendered", "path", rendered.ConfigPath())
+	config := env.Path(rendered.ConfigPath())
 
 	verb := []string{"init"}
 	if s.join {
 		verb = []string{"join"}
 	}
-	if err := s.preflight(ctx, env, out, verb, rendered.ConfigPath()); err != nil {
+	if err := s.preflight(ctx, env, out, verb, config); err != nil {
 		return changes, err
 	}
-	args := append(verb, "--config", rendered.ConfigPath())
-	if !s.join && !rendered.CAsPreinstalled() && creds.CertificateKey != "" {
-		args = append(args, "--upload-certs")
-	}
+	args := append(verb, "--config", config)
 	out.Mark("kubeadm %s", strings.Join(args, " "))
 	if err := s.run(ctx, out, args...); err != nil {
 		last := strings.Join(out.Tail(5), "\n")

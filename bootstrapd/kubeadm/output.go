@@ -15,6 +15,7 @@ import (
 const (
 	maxLine   = 4 << 10 // bytes of one line; longer lines are cut
 	tailLines = 200     // lines kept in LogFile across one Apply
+	maxOutput = 1 << 20 // bytes of one command's output kept for parsing
 )
 
 // LogFile, in the stage's state directory, holds the last lines kubeadm
@@ -97,7 +98,9 @@ func (o *output) flushPartial() {
 
 func (o *output) line(l string) {
 	l = o.mask(strings.TrimRight(l, "\r"))
-	o.all.WriteString(l + "\n")
+	if o.all.Len() < maxOutput {
+		o.all.WriteString(l + "\n")
+	}
 	o.log.Info("kubeadm: " + l)
 	o.keep(l)
 }

@@ -54,16 +54,13 @@ type Verdict struct {
 // Judge sorts findings. kubeadm's Firewalld check warns whenever
 // firewalld.service is active, whatever is open (see the firewall stage's
 // publish); it is dropped only when the firewall stage used firewalld and
-// verified every port the warning names open. Any other warning fails the
-// stage unless its check is in ignore (kubeadm compares names in lower
-// case; "all" ignores every check), as kubeadm's ignored errors do.
+// verified every port the warning names open. Any other finding fails the
+// stage unless its check is in ignore (kubernetes.ignorePreflightErrors;
+// kubeadm compares the names in lower case).
 func Judge(findings []Finding, fw stage.FirewallResult, ignore []string) Verdict {
 	var v Verdict
 	ignored := func(check string) bool {
-		return slices.ContainsFunc(ignore, func(i string) bool {
-			i = strings.ToLower(i)
-			return i == "all" || i == strings.ToLower(check)
-		})
+		return slices.ContainsFunc(ignore, func(i string) bool { return strings.EqualFold(i, check) })
 	}
 	for _, f := range findings {
 		switch {
