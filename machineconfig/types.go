@@ -168,6 +168,14 @@ type Kubernetes struct {
 	// KubeadmPatches are merged (RFC 7386 JSON merge patch) into the generated
 	// kubeadm v1beta4 / component documents, for anything the schema lacks.
 	KubeadmPatches []KubeadmPatch `yaml:"kubeadmPatches,omitempty"`
+	// IgnorePreflightErrors names kubeadm preflight checks whose errors
+	// become warnings (kubeadm's nodeRegistration.ignorePreflightErrors);
+	// bootstrapd lets through the warnings of exactly these checks.
+	IgnorePreflightErrors []string `yaml:"ignorePreflightErrors,omitempty"`
+	// AllowSchedulingOnControlPlane leaves out kubeadm's control-plane
+	// taint (node-role.kubernetes.io/control-plane:NoSchedule) on init and
+	// control-plane nodes, so ordinary pods run there too.
+	AllowSchedulingOnControlPlane bool `yaml:"allowSchedulingOnControlPlane,omitempty"`
 }
 
 // Taint is a node taint as in the Kubernetes API.

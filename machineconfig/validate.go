@@ -776,6 +776,8 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 			c.add(pp+".kind", "JoinConfiguration is not generated on an init node")
 		} else if (cfg.Role == RoleControlPlane || cfg.Role == RoleWorker) && (p.Kind == "InitConfiguration" || p.Kind == "ClusterConfiguration") {
 			c.add(pp+".kind", "%s is only generated on the init node", p.Kind)
+		} else if (cfg.Role == RoleControlPlane || cfg.Role == RoleWorker) && p.Kind == "KubeProxyConfiguration" {
+			c.add(pp+".kind", "KubeProxyConfiguration is cluster-wide: kube-proxy reads it from the ConfigMap the init node creates, so patch it in the init node's config")
 		}
 		if len(p.Patch) == 0 {
 			c.add(pp+".patch", "patch is required: a mapping merged into the %s document", p.Kind)
@@ -786,6 +788,76 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 			}
 		}
 	}
+	c.preflightErrors(k.IgnorePreflightErrors)
+	if k.AllowSchedulingOnControlPlane {
+		if !cfg.Role.IsControlPlane() {
+			c.add("kubernetes.allowSchedulingOnControlPlane", "only applies to init and control-plane nodes; a %s node has no control-plane taint", cfg.Role)
+		}
+		for i, t := range k.NodeTaints {
+			if t.Key == ControlPlaneTaintKey {
+				c.add(index("kubernetes.nodeTaints", i)+".key", "the control-plane taint contradicts allowSchedulingOnControlPlane: true; remove one of them")
+			}
+		}
+	}
+}
+
+// ControlPlaneTaintKey is the key of the taint kubeadm puts on control-plane
+// nodes (with effect NoSchedule).
+const ControlPlaneTaintKey = "node-role.kubernetes.io/control-plane"
+
+// Names of kubeadm's preflight checks (cmd/kubeadm/app/preflight), and the
+// prefixes of the checks whose names carry a port, path or service.
+var (
+	preflightChecks = []string{"CRI", "ContainerRuntimeVersion", "ExternalEtcdClientCertificates", "ExternalEtcdVersion",
+		"Firewalld", "HTTPProxy", "HTTPProxyCIDR", "Hostname", "ImagePull", "IsPrivilegedUser", "KubeletVersion",
+		"KubernetesVersion", "Mem", "NumCPU", "Swap", "SystemVerification"}
+	preflightFamilies = []string{"DirAvailable-", "FileAvailable-", "FileContent-", "FileExisting-", "Port-", "Service-"}
+	preflightSuffixRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+// preflightErrors checks kubeadm preflight check names. kubeadm itself
+// accepts any string, so a typo would only show at boot as the very error
+// it was meant to ignore.
+func (c *checker) preflightErrors(names []string) {
+	seen := map[string]string{}
+	for i, n := range names {
+		p := index("kubernetes.ignorePreflightErrors", i)
+		lower := strings.ToLower(n)
+		if first, dup := seen[lower]; dup {
+			c.add(p, "%q is listed twice (also %s; kubeadm ignores case)", n, first)
+			continue
+		}
+		seen[lower] = p
+		switch {
+		case lower == "all":
+			c.add(p, `"all" would turn every preflight error into a warning, a missing container runtime or an active swap included; list the checks to ignore by name, e.g. NumCPU or Mem`)
+		case knownPreflightCheck(n):
+		case didYouMean(n, preflightChecks) != "":
+			c.add(p, "unknown kubeadm preflight check %q%s", n, didYouMean(n, preflightChecks))
+		default:
+			c.add(p, "unknown kubeadm preflight check %q: expected one of %s, or %s followed by a port, path or service as kubeadm prints it in [ERROR NAME] (e.g. Port-6443, FileContent--proc-sys-net-ipv4-ip_forward)",
+				n, strings.Join(preflightChecks, ", "), strings.Join(preflightFamilies, ", "))
+		}
+	}
+}
+
+func knownPreflightCheck(n string) bool {
+	for _, name := range preflightChecks {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	for _, f := range preflightFamilies {
+		if len(n) <= len(f) || !strings.EqualFold(n[:len(f)], f) || !preflightSuffixRE.MatchString(n[len(f):]) {
+			continue
+		}
+		if f != "Port-" {
+			return true
+		}
+		port, err := strconv.Atoi(n[len(f):])
+		return err == nil && port >= 1 && port <= 65535
+	}
+	return false
 }
 
 // checkEndpoint checks host:port (IPv6 hosts in brackets).

@@ -202,6 +202,19 @@ func TestValidationRules(t *testing.T) {
 		{"patch kind field", "init", func(c *MachineConfig) {
 			c.Kubernetes.KubeadmPatches = []KubeadmPatch{{Kind: "KubeletConfiguration", Patch: map[string]any{"kind": "X"}}}
 		}, "kubernetes.kubeadmPatches[0].patch.kind", "set by kubeboot"},
+		{"kube-proxy patch on a join", "worker", func(c *MachineConfig) {
+			c.Kubernetes.KubeadmPatches = []KubeadmPatch{{Kind: "KubeProxyConfiguration", Patch: map[string]any{"mode": "nftables"}}}
+		}, "kubernetes.kubeadmPatches[0].kind", "patch it in the init node's config"},
+		{"preflight all", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPU", "All"} }, "kubernetes.ignorePreflightErrors[1]", `"all" would turn every preflight error into a warning`},
+		{"preflight typo", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPUs"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "NumCPUs"; did you mean "NumCPU"?`},
+		{"preflight unknown", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"DiskSpace"} }, "kubernetes.ignorePreflightErrors[0]", "or DirAvailable-, FileAvailable-, FileContent-, FileExisting-, Port-, Service- followed by"},
+		{"preflight port", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Port-70000"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "Port-70000"`},
+		{"preflight twice", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Mem", "mem"} }, "kubernetes.ignorePreflightErrors[1]", `"mem" is listed twice (also kubernetes.ignorePreflightErrors[0]`},
+		{"scheduling on a worker", "worker", func(c *MachineConfig) { c.Kubernetes.AllowSchedulingOnControlPlane = true }, "kubernetes.allowSchedulingOnControlPlane", "only applies to init and control-plane nodes"},
+		{"scheduling and the taint", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.AllowSchedulingOnControlPlane = true
+			c.Kubernetes.NodeTaints = []Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"}}
+		}, "kubernetes.nodeTaints[0].key", "contradicts allowSchedulingOnControlPlane"},
 		{"user name", "init", func(c *MachineConfig) { c.Users[0].Name = "Admin" }, "users[0].name", "must be a POSIX name"},
 		{"user duplicate", "init", func(c *MachineConfig) { c.Users = append(c.Users, User{Name: "admin"}) }, "users[1].name", `duplicate user "admin"`},
 		{"uid range", "init", func(c *MachineConfig) { c.Users[0].UID = intp(0) }, "users[0].uid", "uid 0 is out of range"},
@@ -296,6 +309,17 @@ func TestDefaults(t *testing.T) {
 	cfg.SetDefaults()
 	if *cfg.Firewall.SSHPort != 0 {
 		t.Error("SetDefaults overwrote sshPort 0")
+	}
+}
+
+// Check names as kubeadm prints them ([ERROR NAME]), in any case.
+func TestIgnorePreflightErrorsAccepted(t *testing.T) {
+	cfg := loadExample(t, "controller.yaml")
+	cfg.Kubernetes.IgnorePreflightErrors = []string{"NumCPU", "mem", "Port-6443", "FileContent--proc-sys-net-ipv4-ip_forward",
+		"DirAvailable--var-lib-etcd", "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml", "FileExisting-losetup",
+		"Service-kubelet", "SystemVerification", "IsPrivilegedUser"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 
