@@ -24,6 +24,14 @@ const LockFile = "configs/image.lock"
 // wrong size.
 func File(tb testing.TB, name string) string {
 	tb.Helper()
+	_, p := locate(tb, name)
+	return p
+}
+
+// locate returns the lock entry called name and its cache path, with
+// File's skips and failures.
+func locate(tb testing.TB, name string) (lock.File, string) {
+	tb.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		tb.Fatal(err)
@@ -51,7 +59,7 @@ func File(tb testing.TB, name string) string {
 	if st.Size() != f.Size {
 		tb.Fatalf("%s in the artifact cache has %d bytes, the lock says %d: the cache is damaged", p, st.Size(), f.Size)
 	}
-	return p
+	return f, p
 }
 
 // moduleRoot is the nearest directory above the working directory (a
