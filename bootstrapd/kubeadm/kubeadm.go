@@ -205,6 +205,9 @@ func (s *Stage) preflight(ctx context.Context, env *stage.Env, out *output, verb
 	out.Mark("kubeadm %s", strings.Join(args, " "))
 	runErr := s.run(ctx, out, args...)
 	v := Judge(ParsePreflight(out.Output()), env.Data.Firewall, env.Config.Kubernetes.IgnorePreflightErrors)
+	if err := v.save(filepath.Join(env.StateDir, PreflightFile)); err != nil {
+		return err
+	}
 	for _, f := range v.Dropped {
 		env.Log.Info("kubeadm preflight: dropped a warning the firewall stage has verified: the ports it names are open", "warning", f.String(), "open", strings.Join(env.Data.Firewall.Open, ","))
 	}

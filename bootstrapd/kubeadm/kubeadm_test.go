@@ -2,6 +2,7 @@ package kubeadm
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -88,6 +89,10 @@ func TestInitStopsAtPreflightOnThisHost(t *testing.T) {
 		if info, err := os.Stat(path); err != nil || info.Mode() != mode {
 			t.Errorf("%s: %v %v, want mode %v", path, info, err, mode)
 		}
+	}
+	var verdict Verdict
+	if data, err := os.ReadFile(filepath.Join(stateDir, PreflightFile)); err != nil || json.Unmarshal(data, &verdict) != nil || len(verdict.Fatal) == 0 {
+		t.Errorf("%s: %s %v; want the fatal findings recorded", PreflightFile, data, err)
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, succeededFile)); err == nil {
 		t.Error("marked as succeeded")

@@ -1,20 +1,22 @@
 package kubeadm
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
 // Finding is one line kubeadm's preflight printed about a check.
 type Finding struct {
-	Level   string // WARNING or ERROR
-	Check   string // e.g. Firewalld, FileExisting-socat, Service-Kubelet
-	Message string
+	Level   string `json:"level"` // WARNING or ERROR
+	Check   string `json:"check"` // e.g. Firewalld, FileExisting-socat, Service-Kubelet
+	Message string `json:"message"`
 }
 
 func (f Finding) String() string { return fmt.Sprintf("[%s %s]: %s", f.Level, f.Check, f.Message) }
@@ -39,16 +41,28 @@ func ParsePreflight(output string) []Finding {
 // "firewalld is active, please ensure ports [6443 10250] are open ...".
 var firewalldPortsRE = regexp.MustCompile(`ports \[([0-9 ]*)\]`)
 
+// PreflightFile, in the stage's state directory, keeps the verdict of the
+// last preflight run, for `bootstrapd verify`.
+const PreflightFile = "preflight.json"
+
 // Verdict is what bootstrapd makes of kubeadm's preflight findings.
 type Verdict struct {
 	// Dropped are warnings bootstrapd has verified are not a problem
 	// (firewalld's, when the firewall stage vouched for the ports).
-	Dropped []Finding
+	Dropped []Finding `json:"dropped"`
 	// Accepted are warnings of checks the config lists in
 	// ignorePreflightErrors: passed on to the log, not fatal.
-	Accepted []Finding
+	Accepted []Finding `json:"accepted"`
 	// Fatal are the rest: every error, and every warning nobody vouched for.
-	Fatal []Finding
+	Fatal []Finding `json:"fatal"`
+}
+
+func (v Verdict) save(path string) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(data, '\n'), 0o600, 0o700)
 }
 
 // Judge sorts findings. kubeadm's Firewalld check warns whenever
