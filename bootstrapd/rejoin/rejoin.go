@@ -33,7 +33,9 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,6 +63,10 @@ const (
 
 // Options say how to reach what the node runs.
 type Options struct {
+	// EtcdEndpoints lists the client URLs of the other control planes'
+	// etcd members; nil means the addresses the control-plane endpoint's
+	// name resolves to, on etcd's port.
+	EtcdEndpoints func(ctx context.Context, cfg *machineconfig.MachineConfig) ([]string, error)
 	// EtcdBinary finds an etcd to run as the stand-in of a stale member
 	// (see takeOver), and release gives it back; on the node it comes from
 	// the pinned etcd image in containerd.
@@ -101,11 +107,16 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 	if err != nil {
 		return "", err
 	}
-	endpoints, err := etcdEndpoints(ctx, cfg)
+	find := o.EtcdEndpoints
+	if find == nil {
+		find = etcdEndpoints
+	}
+	endpoints, err := find(ctx, cfg)
 	if err != nil {
 		return "", err
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: callTimeout})
+	// Its retries log every failed call; the errors it returns say enough.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: callTimeout, Logger: zap.NewNop()})
 	if err != nil {
 		return "", stage.Temporary(fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ", "), err))
 	}
@@ -141,13 +152,15 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 		}
 	}
 	// Removing a member is a raft proposal: it needs a quorum of the
-	// members as they are now, the stale one included.
+	// members as they are now, the stale one included; and the members
+	// left must keep theirs, or kubeadm join cannot add this node.
 	how := fmt.Sprintf("through %d healthy member(s)", healthy)
-	if quorum := len(list.Members)/2 + 1; healthy < quorum {
-		if healthy+1 < quorum {
-			return "", stage.Temporary(fmt.Errorf("etcd member %s (%x) is this node's earlier life and must go, but only %d of the other %d member(s) are healthy: removing it needs %d of %d, and this node standing in for it would bring %d; bring the other control planes up",
-				stale.name, stale.id, healthy, len(others), quorum, len(list.Members), healthy+1))
-		}
+	quorum, after := len(list.Members)/2+1, (len(list.Members)-1)/2+1
+	switch {
+	case healthy < after || healthy+1 < quorum:
+		return "", stage.Temporary(fmt.Errorf("etcd member %s (%x) is this node's earlier life and must go, but only %d of the other %d member(s) are healthy: removing it needs %d of %d, and the members left need %d; bring the other control planes up",
+			stale.name, stale.id, healthy, len(others), quorum, len(list.Members), after))
+	case healthy < quorum:
 		// Only this node's earlier life is missing from a quorum (two
 		// control planes, one reflashed): stand in for it to restore the
 		// quorum that removing it needs.
@@ -158,13 +171,33 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 		defer in.stop()
 		how = "after standing in for it to restore etcd's quorum"
 	}
-	rctx, cancel := context.WithTimeout(ctx, callTimeout)
-	_, err = cli.MemberRemove(rctx, stale.id)
-	cancel()
-	if err != nil {
-		return "", stage.Temporary(fmt.Errorf("remove stale etcd member %s (%x): %w", stale.name, stale.id, err))
+	if err := removeMember(ctx, cli, *stale); err != nil {
+		return "", err
 	}
 	return stage.Change(fmt.Sprintf("etcd: removed the stale member %s (%x, %s) %s", stale.name, stale.id, strings.Join(stale.peers, ","), how)), nil
+}
+
+// removeMember removes m. etcd refuses to remove a member while fewer
+// members than a quorum have been connected for its health interval (5 s):
+// just after the stand-in joined, that is the case for a moment.
+func removeMember(ctx context.Context, cli *clientv3.Client, m memberInfo) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, callTimeout)
+		_, err := cli.MemberRemove(rctx, m.id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			return stage.Temporary(fmt.Errorf("remove stale etcd member %s (%x): %w", m.name, m.id, err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 type memberInfo struct {

@@ -84,6 +84,15 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 		}
 		initial = append(initial, name+"="+m.PeerURLs[0])
 	}
+	// A member that led the cluster before its peer died still counts the
+	// dead member's log as replicated until it steps down for want of a
+	// quorum (an election timeout later); its heartbeats would carry a
+	// commit index the stand-in's empty log cannot have, and raft would
+	// stop the stand-in. Only once no member leads does the stand-in start:
+	// the next leader starts counting afresh and sends it a snapshot.
+	if err := waitLeaderless(ctx, cli); err != nil {
+		return fail(err)
+	}
 	bin, release, err := o.EtcdBinary(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("find etcd to stand in for the stale member: %w", err))
@@ -126,13 +135,40 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 		}
 		select {
 		case <-in.done:
-			return fail(fmt.Errorf("the stand-in etcd exited: %s", lastLines(filepath.Join(dir, "etcd.log"), 5)))
+			return fail(fmt.Errorf("the stand-in etcd exited: %s", panicOrLast(filepath.Join(dir, "etcd.log"))))
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		case <-time.After(time.Second):
 		}
 		if time.Now().After(deadline) {
 			return fail(stage.Temporary(fmt.Errorf("etcd's quorum did not come back within %s of standing in for member %s: %v; its log: %s", quorumTimeout, stale.name, err, lastLines(filepath.Join(dir, "etcd.log"), 5))))
+		}
+	}
+}
+
+// waitLeaderless waits until no endpoint of cli reports a leader.
+func waitLeaderless(ctx context.Context, cli *clientv3.Client) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		led := false
+		for _, ep := range cli.Endpoints() {
+			sctx, cancel := context.WithTimeout(ctx, callTimeout)
+			st, err := cli.Status(sctx, ep)
+			cancel()
+			if err == nil && st.Leader != 0 {
+				led = true
+			}
+		}
+		if !led {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return stage.Temporary(errors.New("an etcd member still leads without a quorum after a minute"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -185,4 +221,15 @@ func lastLines(path string, n int) string {
 	data, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// panicOrLast is the panic message in an etcd log, or its last lines.
+func panicOrLast(path string) string {
+	data, _ := os.ReadFile(path)
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "panic: ") || strings.Contains(l, `"level":"panic"`) || strings.Contains(l, `"level":"fatal"`) {
+			return l
+		}
+	}
+	return lastLines(path, 5)
 }
