@@ -1,0 +1,71 @@
+package testcluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// TestControlPlane starts etcd, kube-apiserver and the controller manager,
+// uses the admin identity through both the rest.Config and the kubeconfig,
+// checks a minted non-admin identity is authenticated but not authorized,
+// lets the controller manager create a namespace's default service
+// account, then grows etcd to two members and takes one away again.
+func TestControlPlane(t *testing.T) {
+	c := Start(t, Options{ControllerManager: true, PodSubnet: "10.244.0.0/16"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(c.REST)
+	ns, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "testcluster"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubernetes.NewForConfigOrDie(fromFile).CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("admin kubeconfig %s: %v", c.Kubeconfig, err)
+	}
+	_, nobody := c.Identity(t, "nobody")
+	if _, err := kubernetes.NewForConfigOrDie(nobody).CoreV1().Nodes().List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("an identity without RBAC listed nodes: %v", err)
+	}
+	for {
+		if _, err := cs.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("the controller manager made no default service account: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	second := c.AddEtcdMember(t, "etcd1")
+	list := c.Etcdctl(t, nil, "member", "list")
+	if strings.Count(list, "started") != 2 || !strings.Contains(list, second.PeerURL) {
+		t.Fatalf("member list after adding %s:\n%s", second.Name, list)
+	}
+	// The API server keeps working against the first member; the second
+	// one dies and is removed by its id, as a rebuilt node's stale member.
+	c.StopEtcdMember(t, second)
+	var id string
+	for _, line := range strings.Split(list, "\n") {
+		if strings.Contains(line, ", "+second.Name+", ") {
+			id, _, _ = strings.Cut(line, ",")
+		}
+	}
+	c.Etcdctl(t, c.Etcd[:1], "member", "remove", id)
+	if list := c.Etcdctl(t, c.Etcd[:1], "member", "list"); strings.Count(list, "\n") != 1 || strings.Contains(list, second.Name) {
+		t.Errorf("member list after removing %s:\n%s", second.Name, list)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("API after the member change: %v", err)
+	}
+}
