@@ -35,8 +35,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/fetch"
+	"kubeboot.dev/kubeboot/image/lock"
+	"kubeboot.dev/kubeboot/image/spec"
 )
 
 // Options choose what runs besides etcd and kube-apiserver.
@@ -112,8 +113,9 @@ type EtcdMember struct {
 // Binaries are the cached binaries the control plane needs.
 var Binaries = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager"}
 
-// binaries finds Binaries in the artifact cache through configs/image.lock,
-// or skips the test naming what is missing.
+// binaries finds Binaries in the artifact cache by their sha256 in
+// configs/image.lock (KUBEBOOT_TEST_SPEC names another spec), or skips the
+// test naming what is missing.
 func binaries(tb testing.TB) map[string]string {
 	tb.Helper()
 	if runtime.GOOS != "linux" {
@@ -124,27 +126,25 @@ func binaries(tb testing.TB) map[string]string {
 	if p := os.Getenv("KUBEBOOT_TEST_SPEC"); p != "" {
 		specPath = p
 	}
-	cache, err := fetch.DefaultDir()
+	dir, err := fetch.DefaultDir()
 	if err != nil {
 		tb.Skipf("no artifact cache: %v", err)
 	}
-	set, items, err := artifacts.Resolve(specPath, cache)
+	cache, err := fetch.Open(dir)
 	if err != nil {
-		tb.Skipf("the artifact set of %s cannot be read: %v", specPath, err)
+		tb.Skipf("no artifact cache: %v", err)
+	}
+	l, err := lock.Read(spec.LockPathFor(specPath))
+	if err != nil {
+		tb.Skipf("no lock for %s: %v", specPath, err)
 	}
 	out := map[string]string{}
 	for _, name := range Binaries {
-		p, ok := set.Binaries[name]
-		cached := false
-		for _, it := range items {
-			if it.Name == name && it.Cached {
-				cached = true
-			}
+		f, ok := l.File(name)
+		if !ok || !cache.HasFile(f.SHA256) {
+			tb.Skipf("%s of %s is not in the artifact cache %s (run make artifacts)", name, spec.LockPathFor(specPath), dir)
 		}
-		if !ok || !cached {
-			tb.Skipf("%s is not in the artifact cache %s (run make artifacts)", name, cache)
-		}
-		out[name] = p
+		out[name] = cache.FilePath(f.SHA256)
 	}
 	return out
 }
