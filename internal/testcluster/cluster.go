@@ -99,6 +99,7 @@ type Cluster struct {
 	etcdServer TLSFiles
 	token      string // etcd --initial-cluster-token
 	mu         sync.Mutex
+	procs      []*process // the API server and controller manager
 }
 
 // EtcdMember is one etcd process.
@@ -108,6 +109,7 @@ type EtcdMember struct {
 	PeerURL   string
 	DataDir   string
 	proc      *process
+	removed   bool
 }
 
 // Binaries are the cached binaries the control plane needs.
@@ -154,6 +156,7 @@ func binaries(tb testing.TB) map[string]string {
 func Start(tb testing.TB, o Options) *Cluster {
 	tb.Helper()
 	c := &Cluster{Dir: tb.TempDir(), bins: binaries(tb), token: fmt.Sprintf("kubeboot-test-%d", time.Now().UnixNano())}
+	tb.Cleanup(func() { c.stop(tb) })
 	pki := filepath.Join(c.Dir, "pki")
 	must(tb, os.Mkdir(pki, 0o700))
 	var err error
@@ -171,8 +174,8 @@ func Start(tb testing.TB, o Options) *Cluster {
 		usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 
 	first := c.newMember(tb, "etcd0")
-	c.startMember(tb, first, first.Name+"="+first.PeerURL, "new")
 	c.Etcd = append(c.Etcd, first)
+	c.startMember(tb, first, first.Name+"="+first.PeerURL, "new")
 
 	apiPort := freePort(tb)
 	c.APIServer = "https://127.0.0.1:" + strconv.Itoa(apiPort)
@@ -346,10 +349,20 @@ func (c *Cluster) waitEtcd(tb testing.TB, m *EtcdMember) {
 	tb.Fatalf("etcd member %s not healthy: %s\n%s", m.Name, last, tail(m.proc.log))
 }
 
-// Etcdctl runs the cached etcdctl against the given members (default: all
-// running ones) with the client identity and returns its stdout.
+// Etcdctl runs the cached etcdctl against the given members (nil: every
+// member still running) with the client identity and returns its stdout;
+// a failure fails the test.
 func (c *Cluster) Etcdctl(tb testing.TB, members []*EtcdMember, args ...string) string {
 	tb.Helper()
+	out, err := c.TryEtcdctl(members, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TryEtcdctl is Etcdctl returning the error (with etcdctl's stderr).
+func (c *Cluster) TryEtcdctl(members []*EtcdMember, args ...string) (string, error) {
 	if members == nil {
 		for _, m := range c.Etcd {
 			if !m.proc.exited() {
@@ -369,9 +382,9 @@ func (c *Cluster) Etcdctl(tb testing.TB, members []*EtcdMember, args ...string) 
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		tb.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		return string(out), fmt.Errorf("etcdctl %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
-	return string(out)
+	return string(out), nil
 }
 
 // AddEtcdMember adds a member to the cluster (etcdctl member add, through
@@ -381,13 +394,27 @@ func (c *Cluster) AddEtcdMember(tb testing.TB, name string) *EtcdMember {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.newMember(tb, name)
-	c.Etcdctl(tb, nil, "member", "add", name, "--peer-urls="+m.PeerURL)
+	// etcd refuses a new voting member until every member has been
+	// connected for a few seconds ("unhealthy cluster"): retry for 30s.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.TryEtcdctl(nil, "member", "add", name, "--peer-urls="+m.PeerURL)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+			tb.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	var initial []string
 	for _, o := range append(c.Etcd, m) {
-		initial = append(initial, o.Name+"="+o.PeerURL)
+		if !o.removed {
+			initial = append(initial, o.Name+"="+o.PeerURL)
+		}
 	}
-	c.startMember(tb, m, strings.Join(initial, ","), "existing")
 	c.Etcd = append(c.Etcd, m)
+	c.startMember(tb, m, strings.Join(initial, ","), "existing")
 	return m
 }
 
@@ -396,6 +423,14 @@ func (c *Cluster) AddEtcdMember(tb testing.TB, name string) *EtcdMember {
 func (c *Cluster) StopEtcdMember(tb testing.TB, m *EtcdMember) {
 	tb.Helper()
 	m.proc.stop(tb)
+}
+
+// MemberRemoved tells the cluster a test removed m from etcd's member list
+// (through its own client), so later members do not name it as a peer.
+func (c *Cluster) MemberRemoved(m *EtcdMember) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.removed = true
 }
 
 // process is one started binary with its log file.
@@ -433,11 +468,28 @@ func (c *Cluster) run(tb testing.TB, name, binary string, args ...string) *proce
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	tb.Cleanup(func() { p.stop(tb) })
+	if binary != "etcd" {
+		c.procs = append(c.procs, p)
+	}
 	return p
 }
 
-// stop sends SIGTERM to the process and, after 15s, SIGKILL.
+// stop ends every process by its pid: the API server and controller
+// manager first, then the etcd members, last started first, so the API
+// server never waits on an etcd that lost its quorum.
+func (c *Cluster) stop(tb testing.TB) {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].stop(tb)
+	}
+	for i := len(c.Etcd) - 1; i >= 0; i-- {
+		if c.Etcd[i].proc != nil {
+			c.Etcd[i].proc.stop(tb)
+		}
+	}
+}
+
+// stop sends SIGTERM to the process and, after 10s, SIGKILL (an API
+// server whose etcd lost its quorum does not finish shutting down).
 func (p *process) stop(tb testing.TB) {
 	p.once.Do(func() {
 		if p.exited() {
@@ -446,8 +498,8 @@ func (p *process) stop(tb testing.TB) {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
-		case <-time.After(15 * time.Second):
-			tb.Logf("%s (pid %d) ignored SIGTERM for 15s; killing it", p.name, p.cmd.Process.Pid)
+		case <-time.After(10 * time.Second):
+			tb.Logf("%s (pid %d) still running 10s after SIGTERM; killing it", p.name, p.cmd.Process.Pid)
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
