@@ -50,7 +50,7 @@ var Recipes = map[string]ImageRecipe{
 	// Upstream's paths: the DaemonSet runs /opt/bin/flanneld, and its init
 	// container /opt/bin/install-conf to put the CNI config on the host.
 	"flannel": {Binaries: map[string]string{"/opt/bin/flanneld": "flanneld", "/opt/bin/install-conf": "flannel-install-conf"},
-		Entrypoint: []string{"/opt/bin/flanneld"}, VersionArgs: []string{"--version"}, Userland: true, Dirs: []string{"/run/flannel"}},
+		Entrypoint: []string{"/opt/bin/flanneld"}, VersionArgs: []string{"--version"}, Userland: true},
 	// The end-to-end tests' pod image (images.extras, from: built). With
 	// busybox as the entrypoint, a pod's args alone name the applet.
 	"busybox": {Entrypoint: []string{"/bin/busybox"}, VersionArgs: []string{"--help"}, Busybox: true},
