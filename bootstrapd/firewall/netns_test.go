@@ -98,7 +98,7 @@ func addPodNetwork(tb testing.TB, l *lab) netns.NsHandle {
 	} {
 		netnstest.Run(tb, "ip", args...)
 	}
-	netnstest.Run(tb, "ip", "netns", "exec", l.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	netnstest.Run(tb, "ip", "netns", "exec", l.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	netnstest.Run(tb, "ip", "netns", "exec", l.node, "nft", "add table ip kubesim; add chain ip kubesim prerouting { type nat hook prerouting priority -100; }; add rule ip kubesim prerouting ip daddr "+serviceIP+" tcp dport 443 dnat to "+nodeIP+":6443")
 	return pod
 }
