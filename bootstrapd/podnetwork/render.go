@@ -31,7 +31,7 @@ import (
 // without linking the image builder into bootstrapd).
 const ImagesIndex = "/usr/share/kubeboot/images/index"
 
-// maxIndexSize bounds what is read from the index.
+// maxIndexSize bounds what is read from the image index and admin.conf.
 const maxIndexSize = 1 << 20
 
 // netConf is flannel's net-conf.json (flannel's pkg/subnet config).

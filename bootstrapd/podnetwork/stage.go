@@ -96,8 +96,12 @@ func objects(env *stage.Env) ([]*unstructured.Unstructured, error) {
 // never its contents (it holds the admin's private key).
 func restConfig(env *stage.Env) (*rest.Config, error) {
 	p := env.Path(AdminKubeconfig)
-	if _, err := os.Stat(p); err != nil {
+	st, err := os.Stat(p)
+	if err != nil {
 		return nil, err
+	}
+	if st.Size() > maxIndexSize {
+		return nil, fmt.Errorf("%s is %d bytes, more than a kubeconfig can be (%d)", AdminKubeconfig, st.Size(), maxIndexSize)
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", p)
 	if err != nil {
