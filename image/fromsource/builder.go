@@ -1,8 +1,9 @@
 // Package fromsource builds the complete Kubernetes artifact set of an
 // ImageSpec with no internet: the seven Kubernetes binaries, etcd, CoreDNS,
-// crictl, containerd, runc and the CNI plugins through the Go module proxy,
-// pause from kubeboot's own C source, and the control-plane OCI images
-// assembled from them. Each Go project gets its own generated module under
+// crictl, containerd, runc, the CNI plugins and the pod network (flannel)
+// through the Go module proxy, pause from kubeboot's own C source, and the
+// OCI images assembled from them (the control plane's, flannel's, and
+// extras marked built, such as the test image's Debian BusyBox). Each Go project gets its own generated module under
 // <cache>/build/<project>-<version>; results go into the content-addressed
 // cache and into the returned lock.
 package fromsource
