@@ -17,6 +17,12 @@ import (
 // Write replaces path with data and mode perm. Missing parent directories
 // are created with dirPerm.
 func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
+	return write(path, data, perm, dirPerm, os.Rename)
+}
+
+// write puts data into a temporary file beside path and moves it into
+// place with place (rename replaces, link refuses an existing path).
+func write(path string, data []byte, perm, dirPerm fs.FileMode, place func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		return err
@@ -26,7 +32,7 @@ func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
+	defer os.Remove(tmp) // after a link, the temporary name goes; after a rename, a no-op
 	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return err
@@ -42,10 +48,17 @@ func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := place(tmp, path); err != nil {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// WriteNew is Write for a path that must not exist yet: it fails with an
+// error matching fs.ErrExist instead of replacing a file, and there is no
+// moment when path exists with partial content.
+func WriteNew(path string, data []byte, perm, dirPerm fs.FileMode) error {
+	return write(path, data, perm, dirPerm, os.Link)
 }
 
 // WriteIfChanged is Write, skipped when path already holds exactly data;

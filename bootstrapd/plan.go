@@ -7,8 +7,11 @@
 //	network   links, addresses, routes with metrics, resolv.conf
 //	firewall  the role's Kubernetes ports: firewalld, or an own nftables table
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
-//	          (Kubernetes stages come here: images, kubelet, kubeadm,
-//	          kubeconfig, wait-ready)
+//	users     the config's accounts, homes 0700 on STATE (/home is /var/home)
+//	          (the Kubernetes phase begins: images, kubeadm init/join,
+//	          kubelet, tokens, pod network)
+//	kubeconfig  admin.conf as ~/.kube/config for the users (control planes)
+//	wait-ready  this node Ready and its kube-system pods running
 //	done      the done marker under /var/lib/kubeboot
 //
 // The engine (bootstrapd/engine) runs the stages; their records under the
@@ -26,24 +29,50 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 	"kubeboot.dev/kubeboot/bootstrapd/sysprep"
+	"kubeboot.dev/kubeboot/bootstrapd/users"
+	"kubeboot.dev/kubeboot/bootstrapd/waitready"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
-// Stages is the first-boot plan after the config is loaded, in order.
-func Stages() []stage.Stage {
-	return []stage.Stage{
-		hostname.New(),
-		network.New(),
-		firewall.New(),
-		sysprep.New(),
-		// The Kubernetes stages (images, kubelet, kubeadm, kubeconfig,
-		// wait-ready) go here, after the host is ready for them.
+// Phases of the plan. bootstrapd tells systemd it is ready when the host
+// phase is through: the network is up, so what waits for network-online
+// (the kubelet kubeadm starts) can start while the Kubernetes phase runs.
+const (
+	PhaseHost       = "host"
+	PhaseKubernetes = "kubernetes"
+)
+
+// Plan is the first-boot plan after the config is loaded, in order: the
+// whole boot on one screen, with the rules for each step beside it.
+func Plan() []engine.Step {
+	return []engine.Step{
+		{Stage: hostname.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: network.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
+		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
+		// The Kubernetes phase. Before kubeconfig come, in this order:
+		// images, kubeadm-init (init) / kubeadm-join (control-plane,
+		// worker), kubelet, tokens, podnetwork.
+		{Stage: kubeconfig.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit, machineconfig.RoleControlPlane)},
+		// Last: minutes under TCG (the control plane's pods start, the pod
+		// network comes up); done means the node works.
+		{Stage: waitready.New(), Kind: engine.Converge, Phase: PhaseKubernetes, Timeout: WaitReadyTimeout},
 	}
 }
+
+// WaitReadyTimeout bounds the wait for the node to be Ready: the seed's
+// controller under QEMU TCG (2 vCPU) went Ready about a minute after its
+// control plane came up; 15 minutes leaves room for slower machines, a
+// joining node waiting for the pod network, and a reboot's cold start.
+const WaitReadyTimeout = 15 * time.Minute
 
 // Options configure one run.
 type Options struct {
@@ -52,19 +81,28 @@ type Options struct {
 	ConfigPath string // --config; "" tries the sources in order
 	Only       []string
 	Log        *slog.Logger
-	// Backoff bounds stage retries; zero means engine.DefaultBackoff.
+	// Backoff, when set, replaces every step's retries (tests).
 	Backoff engine.Backoff
-	// AfterStage and Status are passed to the engine.
-	AfterStage func(name string)
-	Status     func(string)
+	// AfterStage, AfterPhase, Status, StepStarted and StepEnded are passed
+	// to the engine.
+	AfterStage  func(name string)
+	AfterPhase  func(phase string)
+	Status      func(string)
+	StepStarted func(name string)
+	StepEnded   func(o engine.Outcome, err error)
+	// Loaded, when set, is called by FirstBoot once it holds the state
+	// lock and the source step is over: with the prepared run, or with the
+	// source's error (its failed marker written).
+	Loaded func(*Prepared, error)
 }
 
 // Prepared is a loaded config bound to an engine, ready to plan or run.
 type Prepared struct {
 	Engine   *engine.Engine
 	Source   *source.Result
-	Plan     []stage.Stage // the whole plan
-	Selected []stage.Stage // the stages this run touches
+	Plan     []engine.Step // the whole plan
+	Selected []engine.Step // the steps this run touches
+	Explicit bool          // Selected came from --only
 }
 
 // Prepare does the "source" step: it finds and parses the config, records
@@ -72,7 +110,7 @@ type Prepared struct {
 // the failed marker as stage "source".
 func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 	st := state.Open(o.Root)
-	plan := Stages()
+	plan := Plan()
 	selected, err := engine.Select(plan, o.Only)
 	if err != nil {
 		return nil, err
@@ -96,13 +134,14 @@ func Prepare(ctx context.Context, o Options, record bool) (*Prepared, error) {
 			return nil, err
 		}
 	}
-	env := &stage.Env{Root: o.Root, NetNS: netns.None(), Config: res.Config, Log: o.Log, Proc: o.Proc, Sys: o.Sys}
+	env := &stage.Env{Root: o.Root, NetNS: netns.None(), Config: res.Config, Log: o.Log, Proc: o.Proc, Sys: o.Sys, Data: &stage.RunData{}}
 	return &Prepared{
 		Engine: &engine.Engine{
 			Env: env, State: st, Source: res.Source, Backoff: o.Backoff,
-			AfterStage: o.AfterStage, Status: o.Status,
+			AfterStage: o.AfterStage, AfterPhase: o.AfterPhase, Status: o.Status,
+			StepStarted: o.StepStarted, StepEnded: o.StepEnded,
 		},
-		Source: res, Plan: plan, Selected: selected,
+		Source: res, Plan: plan, Selected: selected, Explicit: len(o.Only) > 0,
 	}, nil
 }
 
@@ -114,10 +153,13 @@ func FirstBoot(ctx context.Context, o Options) ([]engine.Outcome, error) {
 	}
 	defer release()
 	p, err := Prepare(ctx, o, true)
+	if o.Loaded != nil {
+		o.Loaded(p, err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return p.Engine.Run(ctx, p.Plan, p.Selected)
+	return p.Engine.Run(ctx, p.Plan, p.Selected, p.Explicit)
 }
 
 // PlanChanges loads the config and lists what each selected stage would
@@ -130,7 +172,7 @@ func PlanChanges(ctx context.Context, o Options) (*Prepared, []engine.Planned, e
 	if err := p.Engine.Validate(ctx, p.Selected); err != nil {
 		return p, nil, fmt.Errorf("stage validate: %w", err)
 	}
-	planned, err := p.Engine.Plan(ctx, p.Selected)
+	planned, err := p.Engine.Plan(ctx, p.Selected, p.Explicit)
 	return p, planned, err
 }
 

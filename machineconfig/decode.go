@@ -20,8 +20,18 @@ import (
 // Parse decodes a machine config strictly, applies the defaults (see
 // SetDefaults) and validates it. On any problem it returns a nil config and
 // an ErrorList holding every problem found, each with file, line, column and
-// field path.
+// field path. Files the config names (credentials.secretsBundle) are not
+// read: use ParseWithFiles for that.
 func Parse(filename string, data []byte) (*MachineConfig, error) {
+	return ParseWithFiles(filename, data, nil)
+}
+
+// ParseWithFiles is Parse that also reads the files the config names
+// through files: credentials.secretsBundle is parsed with ParseBundle,
+// checked against the role and kept in Credentials.Bundle, reduced to what
+// the role needs. A file that cannot be read is an error at the field that
+// names it; the bundle's own problems are reported at its own lines.
+func ParseWithFiles(filename string, data []byte, files Files) (*MachineConfig, error) {
 	d := newDecoder(filename)
 	root := d.parseDocument(data)
 	if root == nil {
@@ -39,31 +49,66 @@ func Parse(filename string, data []byte) (*MachineConfig, error) {
 		return nil, d.errs.errOrNil() // nothing sensible to validate
 	}
 	cfg.SetDefaults()
+	if files != nil {
+		d.readBundle(filename, &cfg.Kubernetes.Credentials, files)
+	}
 	d.report(validateConfig(cfg))
 	if err := d.errs.errOrNil(); err != nil {
 		return nil, err
 	}
+	if b := cfg.Kubernetes.Credentials.Bundle; b != nil {
+		cfg.Kubernetes.Credentials.Bundle = b.ForRole(cfg.Role)
+	}
 	return cfg, nil
 }
 
-// Load reads the file at path and parses it with Parse. A relative
-// credentials.secretsBundle is made absolute against the file's directory,
-// so a bundle can sit next to the config (e.g. on the NoCloud volume).
+// readBundle reads and parses credentials.secretsBundle into cr.Bundle.
+func (d *decoder) readBundle(filename string, cr *Credentials, files Files) {
+	const field = "kubernetes.credentials.secretsBundle"
+	name := cr.SecretsBundle
+	if name == "" || d.bad[field] || strings.ContainsAny(name, "\x00\n") {
+		return
+	}
+	at := d.where[field].value
+	data, err := files(name)
+	if err != nil {
+		d.fail(field, at, "secretsBundle %q: %v (kubeboot secrets gen -o FILE makes a bundle)", name, err)
+		return
+	}
+	shown := name
+	if !filepath.IsAbs(name) {
+		shown = filepath.Join(filepath.Dir(filename), name)
+	}
+	b, err := ParseBundle(shown, data)
+	if err != nil {
+		var list ErrorList
+		if errors.As(err, &list) {
+			d.errs = append(d.errs, list...)
+		}
+		d.fail(field, at, "secretsBundle %q is not a valid cluster secrets bundle (see the errors in %s)", name, shown)
+		return
+	}
+	cr.Bundle = &b.ClusterSecrets
+}
+
+// Load reads the file at path and parses it with Parse.
 func Load(path string) (*MachineConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("machine config: %w", err)
 	}
-	cfg, err := Parse(path, data)
+	return Parse(path, data)
+}
+
+// LoadWithFiles reads the file at path and parses it with ParseWithFiles;
+// the files it names are read relative to its directory, or at their
+// absolute paths on this machine.
+func LoadWithFiles(path string) (*MachineConfig, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("machine config: %w", err)
 	}
-	if b := cfg.Kubernetes.Credentials.SecretsBundle; b != "" && !filepath.IsAbs(b) {
-		if dir, err := filepath.Abs(filepath.Dir(path)); err == nil {
-			cfg.Kubernetes.Credentials.SecretsBundle = filepath.Join(dir, b)
-		}
-	}
-	return cfg, nil
+	return ParseWithFiles(path, data, FilesFrom("", filepath.Dir(path)))
 }
 
 // ParseNetplan decodes a cloud-init network-config version 2 document (the

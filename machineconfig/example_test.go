@@ -92,22 +92,6 @@ func TestJoiningExamplesMatchController(t *testing.T) {
 	}
 }
 
-func TestLoadResolvesRelativeSecretsBundle(t *testing.T) {
-	cfg := loadExample(t, "worker.yaml")
-	abs, _ := filepath.Abs(filepath.Join("..", "configs", "secrets.yaml"))
-	if got := cfg.Kubernetes.Credentials.SecretsBundle; got != abs {
-		t.Errorf("secretsBundle = %q, want %q", got, abs)
-	}
-	data, _ := os.ReadFile(filepath.Join("..", "configs", "worker.yaml"))
-	parsed, err := Parse("worker.yaml", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := parsed.Kubernetes.Credentials.SecretsBundle; got != "secrets.yaml" {
-		t.Errorf("Parse changed secretsBundle to %q; only Load resolves it", got)
-	}
-}
-
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {

@@ -169,6 +169,14 @@ type Kubernetes struct {
 	// KubeadmPatches are merged (RFC 7386 JSON merge patch) into the generated
 	// kubeadm v1beta4 / component documents, for anything the schema lacks.
 	KubeadmPatches []KubeadmPatch `yaml:"kubeadmPatches,omitempty"`
+	// IgnorePreflightErrors names kubeadm preflight checks whose errors
+	// become warnings (kubeadm's nodeRegistration.ignorePreflightErrors);
+	// bootstrapd lets through the warnings of exactly these checks.
+	IgnorePreflightErrors []string `yaml:"ignorePreflightErrors,omitempty"`
+	// AllowSchedulingOnControlPlane leaves out kubeadm's control-plane
+	// taint (node-role.kubernetes.io/control-plane:NoSchedule) on init and
+	// control-plane nodes, so ordinary pods run there too.
+	AllowSchedulingOnControlPlane bool `yaml:"allowSchedulingOnControlPlane,omitempty"`
 }
 
 // PodNetwork configures the pod network the init node installs (flannel,
@@ -199,17 +207,32 @@ type Taint struct {
 	Effect string `yaml:"effect"` // NoSchedule | PreferNoSchedule | NoExecute
 }
 
-// Credentials let nodes join. On an init node Token and CertificateKey, when
-// set, are the ones created (so the other nodes' configs can be written in
-// advance); on joining nodes they are the ones used.
+// Credentials let nodes join. The cluster secrets (Secrets inline, or the
+// bundle SecretsBundle names) carry the CAs every control plane installs
+// and the token; Token, when set, takes precedence over theirs (JoinToken).
+// On an init node the token is the one created, so the other nodes'
+// configs can be written in advance; on joining nodes it is the one used.
 type Credentials struct {
-	Token          Secret   `yaml:"token,omitempty"`          // [a-z0-9]{6}.[a-z0-9]{16}
-	CACertHashes   []string `yaml:"caCertHashes,omitempty"`   // sha256:<64 hex>
-	CertificateKey Secret   `yaml:"certificateKey,omitempty"` // 64 hex (32-byte AES key)
-	// SecretsBundle is a path to a cluster secrets bundle (CAs, service
-	// account key); with it the CA hash is known in advance and no
-	// certificate key is needed.
+	Token        Secret   `yaml:"token,omitempty"`        // [a-z0-9]{6}.[a-z0-9]{16}
+	CACertHashes []string `yaml:"caCertHashes,omitempty"` // sha256:<64 hex>
+	// CertificateKey is kubeadm's --certificate-key (64 hex, a 32-byte AES
+	// key). kubeboot installs the CAs from the secrets instead of
+	// uploading them, so it only checks the format.
+	CertificateKey Secret `yaml:"certificateKey,omitempty"`
+	// TokenTTL is the lifetime of the token the init node creates, a Go
+	// duration such as 24h; empty means the token never expires.
+	TokenTTL string `yaml:"tokenTTL,omitempty"`
+	// SecretsBundle is the path of a cluster secrets bundle (kubeboot
+	// secrets gen), relative to the config file or absolute. Parse leaves
+	// it a path; ParseWithFiles reads it into Bundle.
 	SecretsBundle string `yaml:"secretsBundle,omitempty"`
+	// Secrets is the same content as a bundle, written inline (kubeboot
+	// config gen does so for control planes).
+	Secrets *ClusterSecrets `yaml:"secrets,omitempty"`
+	// Bundle is what ParseWithFiles read from SecretsBundle, reduced to
+	// what the role needs (a worker keeps the CA certificate and the
+	// token). It is part of Hash, so new secrets make a new config.
+	Bundle *ClusterSecrets `yaml:"-"`
 }
 
 // KubeadmPatch is merged into the generated document of the given kind.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks a config built or changed in code (Parse already
@@ -43,20 +44,7 @@ func (c *checker) addKey(path, format string, args ...any) {
 
 func validateConfig(cfg *MachineConfig) []problem {
 	var c checker
-	switch cfg.APIVersion {
-	case APIVersion:
-	case "":
-		c.add("apiVersion", "apiVersion is required: %s", APIVersion)
-	default:
-		c.add("apiVersion", "unsupported apiVersion %q; expected %s", cfg.APIVersion, APIVersion)
-	}
-	switch cfg.Kind {
-	case Kind:
-	case "":
-		c.add("kind", "kind is required: %s", Kind)
-	default:
-		c.add("kind", "unsupported kind %q; expected %s%s", cfg.Kind, Kind, didYouMean(cfg.Kind, []string{Kind}))
-	}
+	c.header(cfg.APIVersion, cfg.Kind, Kind)
 	c.role(cfg.Role)
 	if cfg.Hostname == "" {
 		c.add("hostname", "hostname is required")
@@ -79,7 +67,7 @@ func validateConfig(cfg *MachineConfig) []problem {
 	}
 	c.network(&cfg.Network, "network")
 	c.firewall(cfg)
-	c.system(&cfg.System)
+	c.system(cfg)
 	c.kubernetes(cfg)
 	c.users(cfg.Users)
 	return c.probs
@@ -561,14 +549,23 @@ func (c *checker) firewall(cfg *MachineConfig) {
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
 var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
-func (c *checker) system(s *System) {
+func (c *checker) system(cfg *MachineConfig) {
+	s := &cfg.System
+	required := cfg.RequiredSysctls()
 	for _, k := range keys(s.Sysctls) {
 		p := mapKey("system.sysctls", k)
 		if !sysctlRE.MatchString(k) || strings.Contains(k, "..") || strings.Contains(k, "/../") {
 			c.addKey(p, "invalid sysctl key %q: expected dotted names like net.ipv4.ip_forward", k)
 		}
-		if v := s.Sysctls[k]; v == "" || strings.ContainsAny(v, "\n\r") {
+		v := s.Sysctls[k]
+		if v == "" || strings.ContainsAny(v, "\n\r") {
 			c.add(p, "sysctl value must be one non-empty line")
+			continue
+		}
+		for _, r := range required {
+			if r.Key == k && NormalizeSysctl(v) != r.Value {
+				c.add(p, "%q conflicts with the %q Kubernetes needs on every node; remove it", v, r.Value)
+			}
 		}
 	}
 	for i, m := range s.Modules {
@@ -791,6 +788,8 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 			c.add(pp+".kind", "JoinConfiguration is not generated on an init node")
 		} else if (cfg.Role == RoleControlPlane || cfg.Role == RoleWorker) && (p.Kind == "InitConfiguration" || p.Kind == "ClusterConfiguration") {
 			c.add(pp+".kind", "%s is only generated on the init node", p.Kind)
+		} else if (cfg.Role == RoleControlPlane || cfg.Role == RoleWorker) && p.Kind == "KubeProxyConfiguration" {
+			c.add(pp+".kind", "KubeProxyConfiguration is cluster-wide: kube-proxy reads it from the ConfigMap the init node creates, so patch it in the init node's config")
 		}
 		if len(p.Patch) == 0 {
 			c.add(pp+".patch", "patch is required: a mapping merged into the %s document", p.Kind)
@@ -801,6 +800,76 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 			}
 		}
 	}
+	c.preflightErrors(k.IgnorePreflightErrors)
+	if k.AllowSchedulingOnControlPlane {
+		if !cfg.Role.IsControlPlane() {
+			c.add("kubernetes.allowSchedulingOnControlPlane", "only applies to init and control-plane nodes; a %s node has no control-plane taint", cfg.Role)
+		}
+		for i, t := range k.NodeTaints {
+			if t.Key == ControlPlaneTaintKey {
+				c.add(index("kubernetes.nodeTaints", i)+".key", "the control-plane taint contradicts allowSchedulingOnControlPlane: true; remove one of them")
+			}
+		}
+	}
+}
+
+// ControlPlaneTaintKey is the key of the taint kubeadm puts on control-plane
+// nodes (with effect NoSchedule).
+const ControlPlaneTaintKey = "node-role.kubernetes.io/control-plane"
+
+// Names of kubeadm's preflight checks (cmd/kubeadm/app/preflight), and the
+// prefixes of the checks whose names carry a port, path or service.
+var (
+	preflightChecks = []string{"CRI", "ContainerRuntimeVersion", "ExternalEtcdClientCertificates", "ExternalEtcdVersion",
+		"Firewalld", "HTTPProxy", "HTTPProxyCIDR", "Hostname", "ImagePull", "IsPrivilegedUser", "KubeletVersion",
+		"KubernetesVersion", "Mem", "NumCPU", "Swap", "SystemVerification"}
+	preflightFamilies = []string{"DirAvailable-", "FileAvailable-", "FileContent-", "FileExisting-", "Port-", "Service-"}
+	preflightSuffixRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+// preflightErrors checks kubeadm preflight check names. kubeadm itself
+// accepts any string, so a typo would only show at boot as the very error
+// it was meant to ignore.
+func (c *checker) preflightErrors(names []string) {
+	seen := map[string]string{}
+	for i, n := range names {
+		p := index("kubernetes.ignorePreflightErrors", i)
+		lower := strings.ToLower(n)
+		if first, dup := seen[lower]; dup {
+			c.add(p, "%q is listed twice (also %s; kubeadm ignores case)", n, first)
+			continue
+		}
+		seen[lower] = p
+		switch {
+		case lower == "all":
+			c.add(p, `"all" would turn every preflight error into a warning, a missing container runtime or an active swap included; list the checks to ignore by name, e.g. NumCPU or Mem`)
+		case knownPreflightCheck(n):
+		case didYouMean(n, preflightChecks) != "":
+			c.add(p, "unknown kubeadm preflight check %q%s", n, didYouMean(n, preflightChecks))
+		default:
+			c.add(p, "unknown kubeadm preflight check %q: expected one of %s, or %s followed by a port, path or service as kubeadm prints it in [ERROR NAME] (e.g. Port-6443, FileContent--proc-sys-net-ipv4-ip_forward)",
+				n, strings.Join(preflightChecks, ", "), strings.Join(preflightFamilies, ", "))
+		}
+	}
+}
+
+func knownPreflightCheck(n string) bool {
+	for _, name := range preflightChecks {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	for _, f := range preflightFamilies {
+		if len(n) <= len(f) || !strings.EqualFold(n[:len(f)], f) || !preflightSuffixRE.MatchString(n[len(f):]) {
+			continue
+		}
+		if f != "Port-" {
+			return true
+		}
+		port, err := strconv.Atoi(n[len(f):])
+		return err == nil && port >= 1 && port <= 65535
+	}
+	return false
 }
 
 // checkEndpoint checks host:port (IPv6 hosts in brackets).
@@ -822,7 +891,10 @@ func checkEndpoint(e string) string {
 }
 
 // credentials checks the join credentials for the role. Messages never
-// contain the values.
+// contain the values. The cluster secrets count from wherever they come:
+// inline (secrets) or read from secretsBundle by ParseWithFiles; a bundle
+// path that was not read is trusted to hold a full bundle here and is
+// checked where it is read.
 func (c *checker) credentials(role Role, cr *Credentials) {
 	const p = "kubernetes.credentials"
 	if cr.Token != "" && !tokenRE.MatchString(cr.Token.Reveal()) {
@@ -836,27 +908,79 @@ func (c *checker) credentials(role Role, cr *Credentials) {
 	if cr.CertificateKey != "" && !certKeyRE.MatchString(cr.CertificateKey.Reveal()) {
 		c.add(p+".certificateKey", "certificate key must be 64 hex digits (a 32-byte AES key, as from kubeadm certs certificate-key; the value is not shown)")
 	}
+	if cr.TokenTTL != "" {
+		if d, err := time.ParseDuration(cr.TokenTTL); err != nil || d <= 0 {
+			c.add(p+".tokenTTL", "tokenTTL %q must be a positive duration such as 24h or 90m; leave it out for a token that never expires", cr.TokenTTL)
+		} else if role != RoleInit && role != "" {
+			c.add(p+".tokenTTL", "tokenTTL is the lifetime of the token the init node creates; a %s node does not create one", role)
+		}
+	}
 	if b := cr.SecretsBundle; b != "" && (strings.ContainsAny(b, "\x00\n") || path.Clean(b) == "/") {
 		c.add(p+".secretsBundle", "secretsBundle must be the path of a secrets bundle file")
 	}
-	hasCA := len(cr.CACertHashes) > 0 || cr.SecretsBundle != ""
+	if cr.Secrets != nil {
+		c.clusterSecrets(cr.Secrets, p+".secrets")
+		if cr.SecretsBundle != "" {
+			c.addKey(p+".secrets", "give the cluster secrets inline (secrets) or as a file (secretsBundle), not both")
+		}
+	}
+	// misfit reports a role problem at the field the secrets came from:
+	// the secrets: key, or the secretsBundle path.
+	sec := cr.ClusterSecrets()
+	misfit := func(format string, args ...any) {
+		if cr.Secrets != nil {
+			c.addKey(p+".secrets", format, args...)
+		} else {
+			c.add(p+".secretsBundle", format, args...)
+		}
+	}
+	hasSecrets := sec != nil || cr.SecretsBundle != ""
+	fullSecrets := sec != nil && sec.CA.Key != "" || sec == nil && cr.SecretsBundle != ""
 	switch role {
 	case RoleInit:
 		if len(cr.CACertHashes) > 0 {
-			c.add(p+".caCertHashes", "caCertHashes are for joining nodes; the init node creates (or, with secretsBundle, installs) the CA")
+			c.add(p+".caCertHashes", "caCertHashes are for joining nodes; the init node installs the CA of its secrets (or kubeadm makes one)")
+		}
+		if hasSecrets && !fullSecrets {
+			misfit("the init node installs the cluster CAs, so it needs their keys; these secrets are a worker's (CA certificate and token only)")
 		}
 	case RoleControlPlane, RoleWorker:
-		if cr.Token == "" {
-			c.add(p+".token", "a %s node needs the bootstrap token of the cluster to join", role)
+		if cr.Token == "" && !hasSecrets {
+			c.add(p+".token", "a %s node needs the bootstrap token of the cluster to join: token, secrets or secretsBundle", role)
 		}
-		if !hasCA {
-			c.add(p+".caCertHashes", "a %s node needs caCertHashes or secretsBundle to trust the cluster CA", role)
+		if role == RoleControlPlane && !fullSecrets {
+			if hasSecrets {
+				misfit("a control-plane node installs the cluster CAs, so it needs their keys; these secrets are a worker's (CA certificate and token only)")
+			} else {
+				c.add(p+".secretsBundle", "a control-plane node needs the cluster CAs: secretsBundle or secrets (kubeboot config gen writes them)")
+			}
 		}
-		if role == RoleControlPlane && cr.CertificateKey == "" && cr.SecretsBundle == "" {
-			c.add(p+".certificateKey", "a control-plane node needs certificateKey or secretsBundle to get the cluster CA keys")
+		if role == RoleWorker && !hasSecrets && len(cr.CACertHashes) == 0 {
+			c.add(p+".caCertHashes", "a worker node needs caCertHashes or secretsBundle to trust the cluster CA")
 		}
 		if role == RoleWorker && cr.CertificateKey != "" {
 			c.add(p+".certificateKey", "certificateKey is only used by control-plane nodes; remove it from a worker")
+		}
+		if role == RoleWorker && cr.Secrets != nil {
+			c.workerHoldsNoKey(cr.Secrets, p+".secrets")
+		}
+	}
+}
+
+// workerHoldsNoKey reports every private key in a worker's inline secrets.
+func (c *checker) workerHoldsNoKey(s *ClusterSecrets, base string) {
+	for _, f := range []struct {
+		path string
+		set  bool
+	}{
+		{base + ".certificateKey", s.CertificateKey != ""},
+		{base + ".ca.key", s.CA.Key != ""},
+		{base + ".frontProxyCA.key", s.FrontProxyCA.Key != ""},
+		{base + ".etcdCA.key", s.EtcdCA.Key != ""},
+		{base + ".serviceAccount.key", s.ServiceAccount.Key != ""},
+	} {
+		if f.set {
+			c.add(f.path, "a worker config never carries a private key; give a worker token and caCertHashes (kubeboot config gen --role worker) or the CA certificate only")
 		}
 	}
 }

@@ -125,6 +125,11 @@ func TestValidationRules(t *testing.T) {
 		{"zone with nftables", "init", func(c *MachineConfig) { c.Firewall.Backend = BackendNftables; c.Firewall.Zone = "public" }, "firewall.zone", "backend nftables does not use it"},
 		{"sysctl key", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net ipv4 ip_forward": "1"} }, `system.sysctls["net ipv4 ip_forward"]`, "invalid sysctl key"},
 		{"sysctl traversal", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net/../../etc": "1"} }, `system.sysctls["net/../../etc"]`, "invalid sysctl key"},
+		{"sysctl undoes ip_forward", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"net.ipv4.ip_forward": "0"} }, `system.sysctls["net.ipv4.ip_forward"]`, `"0" conflicts with the "1" Kubernetes needs`},
+		{"sysctl undoes IPv6 forwarding", "init", func(c *MachineConfig) {
+			c.Kubernetes.PodSubnet = "fd00:10::/56"
+			c.System.Sysctls = map[string]string{"net.ipv6.conf.all.forwarding": "0"}
+		}, `system.sysctls["net.ipv6.conf.all.forwarding"]`, "conflicts"},
 		{"sysctl value", "init", func(c *MachineConfig) { c.System.Sysctls = map[string]string{"vm.swappiness": ""} }, `system.sysctls["vm.swappiness"]`, "one non-empty line"},
 		{"module name", "init", func(c *MachineConfig) { c.System.Modules = []string{"br_netfilter", "../evil"} }, "system.modules[1]", "invalid kernel module name"},
 		{"version missing", "init", func(c *MachineConfig) { c.Kubernetes.Version = "" }, "kubernetes.version", "version is required"},
@@ -158,13 +163,26 @@ func TestValidationRules(t *testing.T) {
 			c.Kubernetes.NodeTaints = []Taint{{Key: "a", Effect: "NoSchedule"}, {Key: "a", Value: "x", Effect: "NoSchedule"}}
 		}, "kubernetes.nodeTaints[1]", "duplicate taint a:NoSchedule"},
 		{"cert SAN", "init", func(c *MachineConfig) { c.Kubernetes.CertSANs = []string{"api.example.com", "not valid"} }, "kubernetes.certSANs[1]", "IP address or DNS name"},
-		{"worker needs token", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.Token = "" }, "kubernetes.credentials.token", "a worker node needs the bootstrap token"},
-		{"worker needs CA", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.SecretsBundle = "" }, "kubernetes.credentials.caCertHashes", "needs caCertHashes or secretsBundle"},
-		{"worker has certificate key", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32)) }, "kubernetes.credentials.certificateKey", "only used by control-plane nodes"},
-		{"control plane needs key", "control-plane", func(c *MachineConfig) {
+		{"worker needs token", "worker", func(c *MachineConfig) {
 			c.Kubernetes.Credentials.SecretsBundle = ""
 			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
-		}, "kubernetes.credentials.certificateKey", "needs certificateKey or secretsBundle"},
+		}, "kubernetes.credentials.token", "a worker node needs the bootstrap token"},
+		{"worker needs CA", "worker", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.SecretsBundle = ""
+			c.Kubernetes.Credentials.Token = "abcdef.0123456789abcdef"
+		}, "kubernetes.credentials.caCertHashes", "needs caCertHashes or secretsBundle"},
+		{"worker has certificate key", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32)) }, "kubernetes.credentials.certificateKey", "only used by control-plane nodes"},
+		{"control plane needs CAs", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.SecretsBundle = ""
+			c.Kubernetes.Credentials.Token = "abcdef.0123456789abcdef"
+			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
+			c.Kubernetes.Credentials.CertificateKey = Secret(strings.Repeat("ab", 32))
+		}, "kubernetes.credentials.secretsBundle", "a control-plane node needs the cluster CAs"},
+		{"token TTL format", "init", func(c *MachineConfig) { c.Kubernetes.Credentials.TokenTTL = "1d" }, "kubernetes.credentials.tokenTTL", "positive duration such as 24h"},
+		{"token TTL on worker", "worker", func(c *MachineConfig) { c.Kubernetes.Credentials.TokenTTL = "24h" }, "kubernetes.credentials.tokenTTL", "a worker node does not create one"},
+		{"inline and bundle", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.Credentials.Secrets = &ClusterSecrets{Token: "abcdef.0123456789abcdef"}
+		}, "kubernetes.credentials.secrets", "not both"},
 		{"init forbids CA hashes", "init", func(c *MachineConfig) {
 			c.Kubernetes.Credentials.CACertHashes = []string{"sha256:" + strings.Repeat("0", 64)}
 		}, "kubernetes.credentials.caCertHashes", "caCertHashes are for joining nodes"},
@@ -186,6 +204,19 @@ func TestValidationRules(t *testing.T) {
 		{"patch kind field", "init", func(c *MachineConfig) {
 			c.Kubernetes.KubeadmPatches = []KubeadmPatch{{Kind: "KubeletConfiguration", Patch: map[string]any{"kind": "X"}}}
 		}, "kubernetes.kubeadmPatches[0].patch.kind", "set by kubeboot"},
+		{"kube-proxy patch on a join", "worker", func(c *MachineConfig) {
+			c.Kubernetes.KubeadmPatches = []KubeadmPatch{{Kind: "KubeProxyConfiguration", Patch: map[string]any{"mode": "nftables"}}}
+		}, "kubernetes.kubeadmPatches[0].kind", "patch it in the init node's config"},
+		{"preflight all", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPU", "All"} }, "kubernetes.ignorePreflightErrors[1]", `"all" would turn every preflight error into a warning`},
+		{"preflight typo", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPUs"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "NumCPUs"; did you mean "NumCPU"?`},
+		{"preflight unknown", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"DiskSpace"} }, "kubernetes.ignorePreflightErrors[0]", "or DirAvailable-, FileAvailable-, FileContent-, FileExisting-, Port-, Service- followed by"},
+		{"preflight port", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Port-70000"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "Port-70000"`},
+		{"preflight twice", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Mem", "mem"} }, "kubernetes.ignorePreflightErrors[1]", `"mem" is listed twice (also kubernetes.ignorePreflightErrors[0]`},
+		{"scheduling on a worker", "worker", func(c *MachineConfig) { c.Kubernetes.AllowSchedulingOnControlPlane = true }, "kubernetes.allowSchedulingOnControlPlane", "only applies to init and control-plane nodes"},
+		{"scheduling and the taint", "control-plane", func(c *MachineConfig) {
+			c.Kubernetes.AllowSchedulingOnControlPlane = true
+			c.Kubernetes.NodeTaints = []Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: "NoSchedule"}}
+		}, "kubernetes.nodeTaints[0].key", "contradicts allowSchedulingOnControlPlane"},
 		{"user name", "init", func(c *MachineConfig) { c.Users[0].Name = "Admin" }, "users[0].name", "must be a POSIX name"},
 		{"user duplicate", "init", func(c *MachineConfig) { c.Users = append(c.Users, User{Name: "admin"}) }, "users[1].name", `duplicate user "admin"`},
 		{"uid range", "init", func(c *MachineConfig) { c.Users[0].UID = intp(0) }, "users[0].uid", "uid 0 is out of range"},
@@ -280,6 +311,17 @@ func TestDefaults(t *testing.T) {
 	cfg.SetDefaults()
 	if *cfg.Firewall.SSHPort != 0 {
 		t.Error("SetDefaults overwrote sshPort 0")
+	}
+}
+
+// Check names as kubeadm prints them ([ERROR NAME]), in any case.
+func TestIgnorePreflightErrorsAccepted(t *testing.T) {
+	cfg := loadExample(t, "controller.yaml")
+	cfg.Kubernetes.IgnorePreflightErrors = []string{"NumCPU", "mem", "Port-6443", "FileContent--proc-sys-net-ipv4-ip_forward",
+		"DirAvailable--var-lib-etcd", "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml", "FileExisting-losetup",
+		"Service-kubelet", "SystemVerification", "IsPrivilegedUser"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

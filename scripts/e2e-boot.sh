@@ -230,7 +230,7 @@ check_firewall() {
   guest 'bootstrapd status' || die "bootstrapd status failed: $OUT"
   local status=$OUT
   grep -q '^failed:  no$' <<<"$status" && grep -Eq '^done:    [0-9]{4}-' <<<"$status" || die "bootstrapd status does not say done without failure:"$'\n'"$status"
-  grep -Eq '^  firewall +[0-9]{4}-' <<<"$status" || die "bootstrapd status has no finished firewall stage:"$'\n'"$status"
+  grep -Eq '^  firewall +converge +(applied|up to date) on this boot +[^ ]+ +[0-9]+ +[0-9]{4}-' <<<"$status" || die "bootstrapd status has no firewall stage done on this boot:"$'\n'"$status"
   grep -E '^  firewall ' <<<"$status" | grep -q 'not the current config' && die "the firewall stage record is for another config:"$'\n'"$status"
   guest 'firewall-cmd --list-ports' 180 || die "firewall-cmd --list-ports failed: $OUT"
   local got want

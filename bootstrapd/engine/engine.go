@@ -1,27 +1,51 @@
-// Package engine applies bootstrapd's stages in order: it validates them all
-// before the first change, applies each with bounded retries, and records
-// what finished under the state directory so that a crash resumes where it
-// stopped and a rerun with the same config changes nothing.
+// Package engine runs bootstrapd's first-boot plan: a table of steps, each a
+// stage with the rules for running it (Step). It validates every step that
+// applies to the node before the first change, runs each with its own
+// retries and time limit, and records what finished under the state
+// directory, so a crash resumes where it stopped and a rerun changes
+// nothing.
 //
-// A stage recorded as done with the current config hash is not applied
-// again blindly, nor skipped blindly: the engine asks its Plan. Kernel state
-// (hostname, addresses, nftables, sysctls) is gone after every reboot while
-// the records stay, so "recorded" cannot mean "still true"; Plan is cheap
-// (it only reads) and an empty plan proves the host still matches. When the
-// plan is not empty the stage is applied again and its record rewritten.
+// A step's record holds the fingerprint of the part of the config its stage
+// reads (stage.Stage.Inputs), not the hash of the whole config: rotating a
+// token does not make the network stage stale, and adding a sysctl does not
+// make `kubeadm init` undone.
+//
+// Two kinds of steps:
+//   - Converge steps make state that is lost or drifts (addresses, nftables,
+//     sysctls are gone after every reboot while the records stay). When the
+//     record is current the engine asks the stage's Plan, which only reads:
+//     an empty plan proves the host still matches; otherwise the stage is
+//     applied again. A Plan that fails is a failure of the step, like a
+//     failed Apply, never a reason to apply blindly.
+//   - Once steps do what happens once in a node's life (kubeadm init or
+//     join): once recorded they are done until the node is reflashed, even
+//     if the config they read changed since (the engine says so).
 package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// Kind says what a step's record means.
+type Kind string
+
+const (
+	Converge Kind = "converge" // re-checked with Plan on every run
+	Once     Kind = "once"     // done when recorded, until the node is reflashed
 )
 
 // Backoff bounds the retries of errors marked stage.Temporary.
@@ -33,32 +57,93 @@ type Backoff struct {
 
 // DefaultBackoff waits 1+2+4+8+16+30+30 s ≈ 1.5 min before giving up: long
 // enough for a link to get carrier or a service to start, short enough that
-// a broken node reports its failure while someone is watching.
+// a broken node reports its failure while someone is watching. Steps that
+// wait on other machines (an API server to come up) set their own.
 var DefaultBackoff = Backoff{Initial: time.Second, Max: 30 * time.Second, Attempts: 8}
 
-// Engine runs stages against one Env and one state directory.
+// Step is one line of the plan: a stage and how to run it.
+type Step struct {
+	Stage stage.Stage
+	Kind  Kind
+	// Phase names the group of steps this one belongs to; the engine calls
+	// AfterPhase when a run leaves a phase (bootstrapd tells systemd it is
+	// ready once the host phase is through, so the services that wait for
+	// the network can start while the Kubernetes steps go on).
+	Phase string
+	// When says whether the step applies to a config (by role, say); nil
+	// means always. A step that does not apply is neither run, nor
+	// validated, nor needed for the node to be done.
+	When func(*machineconfig.MachineConfig) bool
+	// Retry bounds the retries of temporary errors; zero: DefaultBackoff.
+	Retry Backoff
+	// Timeout bounds the whole step, retries included; zero: only Retry
+	// bounds it.
+	Timeout time.Duration
+}
+
+// Name is the stage's name.
+func (s Step) Name() string { return s.Stage.Name() }
+
+// AppliesTo reports whether the step is part of the plan for cfg.
+func (s Step) AppliesTo(cfg *machineconfig.MachineConfig) bool {
+	return s.When == nil || s.When(cfg)
+}
+
+// ForRoles is a When that applies a step to the given roles only.
+func ForRoles(roles ...machineconfig.Role) func(*machineconfig.MachineConfig) bool {
+	return func(cfg *machineconfig.MachineConfig) bool { return slices.Contains(roles, cfg.Role) }
+}
+
+// Fingerprint identifies the part of cfg that the stage reads.
+func Fingerprint(s stage.Stage, cfg *machineconfig.MachineConfig) string {
+	b, err := json.Marshal(s.Inputs(cfg))
+	if err != nil {
+		// Only for inputs JSON cannot hold (NaN in a patch), which Parse
+		// rejects; the error text still tells configs apart.
+		b = []byte(err.Error())
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", machineconfig.APIVersion, s.Name())
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Engine runs steps against one Env and one state directory.
 type Engine struct {
 	Env   *stage.Env
 	State *state.Store
 	// Source names where Env.Config came from, for the done marker.
-	Source  string
+	Source string
+	// Backoff, when set, replaces every step's Retry and the validation's
+	// backoff: tests use it to fail fast.
 	Backoff Backoff
-	// AfterStage runs right after a stage's record is written; tests use it
+	// AfterStage runs right after a step's record is written; tests use it
 	// to stop the process at a stage boundary as a crash would.
 	AfterStage func(name string)
+	// AfterPhase runs when a run has gone through the last selected step
+	// of a phase.
+	AfterPhase func(phase string)
 	// Status reports progress in one line (sd_notify STATUS=); may be nil.
+	// A stage's Env.Report comes here too, prefixed with its name.
 	Status func(string)
+	// StepStarted and StepEnded, when set, hear every step of a run that
+	// applies to the node as it starts and ends (with its outcome, or the
+	// error that failed the run, after the failed marker is written): the
+	// per-boot view of bootstrapd status and the console banner.
+	StepStarted func(name string)
+	StepEnded   func(o Outcome, err error)
 }
 
-// Action is what the engine did with a stage.
+// Action is what the engine did with a step.
 type Action string
 
 const (
 	Applied  Action = "applied"    // Apply ran (it may have found nothing to change)
-	UpToDate Action = "up to date" // recorded with this config and its plan is empty
+	UpToDate Action = "up to date" // recorded with these inputs and its plan is empty
+	DoneOnce Action = "done"       // a Once step recorded on an earlier run
 )
 
-// Outcome is the result of one stage in a run.
+// Outcome is the result of one step in a run.
 type Outcome struct {
 	Stage    string
 	Action   Action
@@ -67,16 +152,20 @@ type Outcome struct {
 	Duration time.Duration
 }
 
-// Planned is what a stage would change now.
+// Planned is what a step would change now.
 type Planned struct {
-	Stage    string
-	Recorded bool // finished before with the current config
+	Stage string
+	Kind  Kind
+	// Recorded: finished before with the current inputs (Once: at all).
+	Recorded bool
 	Changes  []stage.Change
+	// Err is why the stage could not tell (a service it asks is not up yet).
+	Err error
 }
 
-// Select returns the stages of plan named in only, in plan order; an empty
+// Select returns the steps of plan named in only, in plan order; an empty
 // only selects all. Unknown names are an error listing the valid ones.
-func Select(plan []stage.Stage, only []string) ([]stage.Stage, error) {
+func Select(plan []Step, only []string) ([]Step, error) {
 	if len(only) == 0 {
 		return plan, nil
 	}
@@ -89,7 +178,7 @@ func Select(plan []stage.Stage, only []string) ([]stage.Stage, error) {
 			return nil, fmt.Errorf("unknown stage %q; stages are %s", n, strings.Join(names, ", "))
 		}
 	}
-	var out []stage.Stage
+	var out []Step
 	for _, s := range plan {
 		if slices.Contains(only, s.Name()) {
 			out = append(out, s)
@@ -98,24 +187,47 @@ func Select(plan []stage.Stage, only []string) ([]stage.Stage, error) {
 	return out, nil
 }
 
-// Validate asks every stage that can check the host whether it can take
-// the config, and reports every problem at once.
-func (e *Engine) Validate(ctx context.Context, stages []stage.Stage) error {
-	_, err := e.validateOnce(ctx, stages)
+// applicable keeps the steps that apply to the config. A step named by
+// --only that does not apply is an error, not a silent no-op.
+func (e *Engine) applicable(steps []Step, explicit bool) ([]Step, error) {
+	var out []Step
+	for _, s := range steps {
+		if s.AppliesTo(e.Env.Config) {
+			out = append(out, s)
+		} else if explicit {
+			return nil, fmt.Errorf("stage %s does not apply to role %s", s.Name(), e.Env.Config.Role)
+		}
+	}
+	return out, nil
+}
+
+// Validate asks every step that applies and may still run whether the host
+// can take the config, and reports every problem at once.
+func (e *Engine) Validate(ctx context.Context, steps []Step) error {
+	_, err := e.validateOnce(ctx, steps)
 	return err
 }
 
 // validateOnce is one round of Validate; temporary says every problem was
 // marked stage.Temporary.
-func (e *Engine) validateOnce(ctx context.Context, stages []stage.Stage) (temporary bool, err error) {
+func (e *Engine) validateOnce(ctx context.Context, steps []Step) (temporary bool, err error) {
 	var errs []error
 	temporary = true
-	for _, s := range stages {
-		v, ok := s.(stage.Validator)
+	for _, s := range steps {
+		v, ok := s.Stage.(stage.Validator)
 		if !ok {
 			continue
 		}
-		if err := v.Validate(ctx, e.Env); err != nil {
+		if done, err := e.doneOnce(s); err != nil {
+			return false, err
+		} else if done {
+			continue // it will not run again: nothing to validate
+		}
+		env, err := e.envFor(s, false)
+		if err != nil {
+			return false, err
+		}
+		if err := v.Validate(ctx, env); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
 			temporary = temporary && stage.IsTemporary(err)
 		}
@@ -123,40 +235,220 @@ func (e *Engine) validateOnce(ctx context.Context, stages []stage.Stage) (tempor
 	return temporary, errors.Join(errs...)
 }
 
-// validateWithRetry validates like Validate, retrying as long as every
-// problem is temporary: a NIC that udev has not brought up yet fails
-// validation now and passes a few seconds later.
-func (e *Engine) validateWithRetry(ctx context.Context, stages []stage.Stage) (int, error) {
-	return e.retry(ctx, "validating", e.Env.Log, func() (bool, error) {
-		return e.validateOnce(ctx, stages)
+// doneOnce reports whether s is a Once step recorded before.
+func (e *Engine) doneOnce(s Step) (bool, error) {
+	if s.Kind != Once {
+		return false, nil
+	}
+	rec, err := e.State.Stage(s.Name())
+	return rec != nil, err
+}
+
+// envFor is the Env a stage runs in: the shared one with the stage's own
+// state directory and log. mkdir creates the directory (0700).
+func (e *Engine) envFor(s Step, mkdir bool) (*stage.Env, error) {
+	env := *e.Env
+	env.StateDir = e.State.StageDir(s.Name())
+	env.Log = e.Env.Log.With("stage", s.Name())
+	env.Progress = func(msg string) { e.status(s.Name() + ": " + msg) }
+	if env.Data == nil {
+		e.Env.Data = &stage.RunData{}
+		env.Data = e.Env.Data
+	}
+	if mkdir {
+		if err := os.MkdirAll(env.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("state directory of %s: %w", s.Name(), err)
+		}
+	}
+	return &env, nil
+}
+
+// Plan lists what each selected step would change now, changing nothing.
+func (e *Engine) Plan(ctx context.Context, selected []Step, explicit bool) ([]Planned, error) {
+	steps, err := e.applicable(selected, explicit)
+	if err != nil {
+		return nil, err
+	}
+	var out []Planned
+	for _, s := range steps {
+		rec, err := e.State.Stage(s.Name())
+		if err != nil {
+			return out, err
+		}
+		p := Planned{Stage: s.Name(), Kind: s.Kind}
+		if s.Kind == Once && rec != nil {
+			p.Recorded = true
+			out = append(out, p)
+			continue
+		}
+		p.Recorded = rec != nil && rec.Fingerprint == Fingerprint(s.Stage, e.Env.Config)
+		env, err := e.envFor(s, false)
+		if err != nil {
+			return out, err
+		}
+		p.Changes, p.Err = s.Stage.Plan(ctx, env)
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Run validates the selected steps that apply to the config, then runs
+// them in order. plan is the whole plan, used to decide whether the node is
+// done (every step that applies recorded) when selected is only part of it;
+// explicit says selected came from --only. On failure the failed marker
+// names the stage and the reason; a successful run removes a failed marker
+// left by a stage it has now completed.
+func (e *Engine) Run(ctx context.Context, plan, selected []Step, explicit bool) ([]Outcome, error) {
+	hash := e.Env.Config.Hash()
+	if done, err := e.State.Done(); err != nil {
+		return nil, err
+	} else if done != nil && done.ConfigHash != hash {
+		// Not done with this config until every step has seen it.
+		if err := e.State.ClearDone(); err != nil {
+			return nil, err
+		}
+	}
+	steps, err := e.applicable(selected, explicit)
+	if err != nil {
+		return nil, err
+	}
+
+	e.status("validating")
+	if attempts, err := e.validateWithRetry(ctx, steps); err != nil {
+		return nil, e.fail("validate", attempts, err)
+	}
+
+	var outcomes []Outcome
+	for i, s := range steps {
+		if e.StepStarted != nil {
+			e.StepStarted(s.Name())
+		}
+		o, err := e.runStep(ctx, s)
+		if err != nil {
+			err = e.fail(s.Name(), o.Attempts, err)
+		}
+		if e.StepEnded != nil {
+			e.StepEnded(o, err)
+		}
+		if err != nil {
+			return outcomes, err
+		}
+		outcomes = append(outcomes, o)
+		if e.AfterPhase != nil && (i == len(steps)-1 || steps[i+1].Phase != s.Phase) {
+			e.AfterPhase(s.Phase)
+		}
+	}
+	return outcomes, e.finish(plan, steps, hash)
+}
+
+func (e *Engine) validateWithRetry(ctx context.Context, steps []Step) (int, error) {
+	return e.retry(ctx, "validating", e.Env.Log, Backoff{}, func() (bool, error) {
+		return e.validateOnce(ctx, steps)
 	})
 }
 
-func (e *Engine) applyWithRetry(ctx context.Context, s stage.Stage, log *slog.Logger) ([]stage.Change, int, error) {
+func (e *Engine) runStep(ctx context.Context, s Step) (Outcome, error) {
+	name := s.Name()
+	o := Outcome{Stage: name}
+	env, err := e.envFor(s, true)
+	if err != nil {
+		return o, err
+	}
+	log := env.Log
+	rec, err := e.State.Stage(name)
+	if err != nil {
+		return o, err
+	}
+	fp := Fingerprint(s.Stage, env.Config)
+	if s.Kind == Once && rec != nil {
+		if rec.Fingerprint != fp {
+			log.Warn("done on an earlier run; the config it read has changed since, and a once-only stage does not run again: reflash the node to apply the change", "recorded", rec.Finished.Format(time.RFC3339))
+		} else {
+			log.Info("done on an earlier run", "recorded", rec.Finished.Format(time.RFC3339))
+		}
+		o.Action = DoneOnce
+		return o, nil
+	}
+	recorded := rec != nil && rec.Fingerprint == fp
+
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
+	e.status("running " + name)
+	started := time.Now()
+	upToDate := false
 	var changes []stage.Change
-	attempts, err := e.retry(ctx, s.Name(), log, func() (bool, error) {
+	o.Attempts, err = e.retry(ctx, name, log, s.Retry, func() (bool, error) {
+		if recorded {
+			planned, err := s.Stage.Plan(ctx, env)
+			if err != nil {
+				return stage.IsTemporary(err), fmt.Errorf("checking the host against its record: %w", err)
+			}
+			if len(planned) == 0 {
+				upToDate = true
+				return false, nil
+			}
+			log.Info("recorded as done but the host drifted; applying again", "changes", len(planned))
+		}
 		var err error
-		changes, err = s.Apply(ctx, e.Env)
+		changes, err = s.Stage.Apply(ctx, env)
 		return stage.IsTemporary(err), err
 	})
+	o.Duration = time.Since(started)
 	if err != nil {
-		return nil, attempts, err
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (the stage's time limit of %s is up)", err, s.Timeout)
+		}
+		return o, err
 	}
-	return changes, attempts, nil
+	if upToDate {
+		log.Info("up to date", "recorded", rec.Finished.Format(time.RFC3339))
+		o.Action = UpToDate
+		return o, nil
+	}
+	o.Action, o.Changes = Applied, changes
+	for _, c := range changes {
+		log.Info("changed", "change", string(c))
+	}
+	log.Info("applied", "changes", len(changes), "attempts", o.Attempts, "duration", o.Duration.Round(time.Millisecond).String())
+
+	finished := time.Now()
+	r := state.StageRecord{
+		Stage: name, Kind: string(s.Kind), Phase: s.Phase, Fingerprint: fp, ConfigHash: env.Config.Hash(),
+		Started: started, Finished: finished,
+		Duration: finished.Sub(started).Round(time.Millisecond).String(), Attempts: o.Attempts,
+	}
+	for _, c := range changes {
+		r.Changes = append(r.Changes, string(c))
+	}
+	if err := e.State.PutStage(r); err != nil {
+		return o, err
+	}
+	if e.AfterStage != nil {
+		e.AfterStage(name)
+	}
+	return o, nil
 }
 
-// retry calls try until it succeeds, fails for good (not temporary), or
-// the backoff's attempts are used up, waiting between attempts with
+// retry calls try until it succeeds, fails for good (not temporary), the
+// attempts are used up or ctx ends, waiting between attempts with
 // exponential backoff and saying so in the log and the unit's status.
-func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, try func() (temporary bool, err error)) (int, error) {
-	b := e.backoff()
+func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, b Backoff, try func() (temporary bool, err error)) (int, error) {
+	switch {
+	case e.Backoff.Attempts > 0:
+		b = e.Backoff
+	case b.Attempts < 1:
+		b = DefaultBackoff
+	}
 	wait := b.Initial
 	for attempt := 1; ; attempt++ {
 		temporary, err := try()
 		if err == nil {
 			return attempt, nil
 		}
-		if !temporary || attempt >= b.Attempts {
+		if !temporary || attempt >= b.Attempts || ctx.Err() != nil {
 			if attempt > 1 {
 				err = fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
 			}
@@ -173,112 +465,6 @@ func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, try f
 	}
 }
 
-func (e *Engine) backoff() Backoff {
-	if e.Backoff.Attempts < 1 {
-		return DefaultBackoff
-	}
-	return e.Backoff
-}
-
-// Plan lists what each stage would change now, changing nothing.
-func (e *Engine) Plan(ctx context.Context, stages []stage.Stage) ([]Planned, error) {
-	hash := e.Env.Config.Hash()
-	var out []Planned
-	for _, s := range stages {
-		rec, err := e.State.Stage(s.Name())
-		if err != nil {
-			return out, err
-		}
-		changes, err := s.Plan(ctx, e.Env)
-		if err != nil {
-			return out, fmt.Errorf("%s: plan: %w", s.Name(), err)
-		}
-		out = append(out, Planned{Stage: s.Name(), Recorded: rec != nil && rec.ConfigHash == hash, Changes: changes})
-	}
-	return out, nil
-}
-
-// Run validates the selected stages, then applies them in order. plan is
-// the whole first-boot plan, used to decide whether the node is done (every
-// stage recorded with this config) when selected is only part of it. On
-// failure the failed marker names the stage and the reason; a successful
-// run removes a failed marker left by a stage it has now completed.
-func (e *Engine) Run(ctx context.Context, plan, selected []stage.Stage) ([]Outcome, error) {
-	hash := e.Env.Config.Hash()
-	if done, err := e.State.Done(); err != nil {
-		return nil, err
-	} else if done != nil && done.ConfigHash != hash {
-		// The node is no longer done: a different config is being applied.
-		if err := e.State.ClearDone(); err != nil {
-			return nil, err
-		}
-	}
-
-	e.status("validating")
-	if attempts, err := e.validateWithRetry(ctx, selected); err != nil {
-		return nil, e.fail("validate", attempts, err)
-	}
-
-	var outcomes []Outcome
-	for _, s := range selected {
-		o, err := e.runStage(ctx, s, hash)
-		if err != nil {
-			return outcomes, e.fail(s.Name(), o.Attempts, err)
-		}
-		outcomes = append(outcomes, o)
-	}
-	return outcomes, e.finish(plan, selected, hash)
-}
-
-func (e *Engine) runStage(ctx context.Context, s stage.Stage, hash string) (Outcome, error) {
-	name := s.Name()
-	log := e.Env.Log.With("stage", name)
-	rec, err := e.State.Stage(name)
-	if err != nil {
-		return Outcome{Stage: name}, err
-	}
-	if rec != nil && rec.ConfigHash == hash {
-		changes, err := s.Plan(ctx, e.Env)
-		switch {
-		case err != nil:
-			log.Warn("recorded as done but its plan failed; applying again", "err", err)
-		case len(changes) == 0:
-			log.Info("up to date", "recorded", rec.Finished.Format(time.RFC3339))
-			return Outcome{Stage: name, Action: UpToDate}, nil
-		default:
-			log.Info("recorded as done but the host drifted; applying again", "changes", len(changes))
-		}
-	}
-
-	e.status("applying " + name)
-	started := time.Now()
-	changes, attempts, err := e.applyWithRetry(ctx, s, log)
-	o := Outcome{Stage: name, Action: Applied, Changes: changes, Attempts: attempts, Duration: time.Since(started)}
-	if err != nil {
-		return o, err
-	}
-	for _, c := range changes {
-		log.Info("changed", "change", string(c))
-	}
-	log.Info("applied", "changes", len(changes), "attempts", attempts, "duration", o.Duration.Round(time.Millisecond).String())
-
-	finished := time.Now()
-	r := state.StageRecord{
-		Stage: name, ConfigHash: hash, Started: started, Finished: finished,
-		Duration: finished.Sub(started).Round(time.Millisecond).String(), Attempts: attempts,
-	}
-	for _, c := range changes {
-		r.Changes = append(r.Changes, string(c))
-	}
-	if err := e.State.PutStage(r); err != nil {
-		return o, err
-	}
-	if e.AfterStage != nil {
-		e.AfterStage(name)
-	}
-	return o, nil
-}
-
 // fail writes the failed marker and returns err named by stage.
 func (e *Engine) fail(stageName string, attempts int, err error) error {
 	err = fmt.Errorf("stage %s: %w", stageName, err)
@@ -293,27 +479,33 @@ func (e *Engine) fail(stageName string, attempts int, err error) error {
 	return err
 }
 
-// finish writes the done marker when every stage of the plan is recorded
-// with this config, and drops a failed marker this run has overcome.
-func (e *Engine) finish(plan, selected []stage.Stage, hash string) error {
+// finish writes the done marker when every step of the plan that applies
+// is recorded (Converge: with its current inputs), and drops a failed
+// marker this run has overcome.
+func (e *Engine) finish(plan, ran []Step, hash string) error {
+	steps, err := e.applicable(plan, false)
+	if err != nil {
+		return err
+	}
 	all := true
-	var names []string
-	for _, s := range plan {
-		names = append(names, s.Name())
+	var timings []state.StageTiming
+	for _, s := range steps {
 		rec, err := e.State.Stage(s.Name())
 		if err != nil {
 			return err
 		}
-		if rec == nil || rec.ConfigHash != hash {
+		if rec == nil || (s.Kind == Converge && rec.Fingerprint != Fingerprint(s.Stage, e.Env.Config)) {
 			all = false
+			continue
 		}
+		timings = append(timings, state.StageTiming{Stage: s.Name(), Duration: rec.Duration, Attempts: rec.Attempts})
 	}
 	f, err := e.State.Failure()
 	if err != nil {
 		return err
 	}
 	overcome := all || (f != nil && (f.Stage == "source" || f.Stage == "validate" ||
-		slices.ContainsFunc(selected, func(s stage.Stage) bool { return s.Name() == f.Stage })))
+		slices.ContainsFunc(ran, func(s Step) bool { return s.Name() == f.Stage })))
 	if f != nil && overcome {
 		if err := e.State.ClearFailure(); err != nil {
 			return err
@@ -327,7 +519,7 @@ func (e *Engine) finish(plan, selected []stage.Stage, hash string) error {
 	if done, err := e.State.Done(); err != nil || (done != nil && done.ConfigHash == hash) {
 		return err // already done with this config: a rerun rewrites nothing
 	}
-	return e.State.PutDone(state.Done{ConfigHash: hash, Source: e.Source, Stages: names, Time: time.Now()})
+	return e.State.PutDone(state.Done{ConfigHash: hash, Source: e.Source, Stages: timings, Time: time.Now()})
 }
 
 func (e *Engine) status(s string) {

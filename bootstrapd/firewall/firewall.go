@@ -22,15 +22,20 @@ func (firewallStage) Name() string { return "firewall" }
 
 // backend is one way of making the firewall match the policy.
 type backend interface {
+	name() string
 	Plan(env *stage.Env, p policy) ([]stage.Change, error)
 	Apply(env *stage.Env, p policy) ([]stage.Change, error)
 }
 
-// Validate checks the firewall section alone. Whether firewalld runs is
-// not checked here: it may still be starting, which Apply retries.
-func (s firewallStage) Validate(ctx context.Context, env *stage.Env) error {
-	_, err := policyOf(env.Config)
-	return err
+// Inputs: the firewall section, the role, whose ports it opens, and the
+// pod network (the subnet it trusts, the backend's port).
+func (firewallStage) Inputs(cfg *machineconfig.MachineConfig) any {
+	return struct {
+		Role       machineconfig.Role
+		Firewall   machineconfig.Firewall
+		PodSubnet  string
+		PodNetwork machineconfig.PodNetwork
+	}{cfg.Role, cfg.Firewall, cfg.Kubernetes.PodSubnet, cfg.Kubernetes.PodNetwork}
 }
 
 func (s firewallStage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
@@ -39,7 +44,11 @@ func (s firewallStage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change
 		return noneChange(env, err)
 	}
 	defer closeBackend(b)
-	return b.Plan(env, p)
+	changes, err := b.Plan(env, p)
+	if err == nil && len(changes) == 0 {
+		publish(env, b, p)
+	}
+	return changes, err
 }
 
 func (s firewallStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
@@ -49,7 +58,29 @@ func (s firewallStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Chang
 		return nil, err
 	}
 	defer closeBackend(b)
-	return b.Apply(env, p) // the engine logs the changes
+	changes, err := b.Apply(env, p) // the engine logs the changes
+	if err == nil {
+		publish(env, b, p)
+	}
+	return changes, err
+}
+
+// publish tells later stages which ports are verified open: the kubeadm
+// stage needs it because kubeadm's preflight check "Firewalld"
+// (k8s.io/kubernetes v1.37.2 cmd/kubeadm/app/preflight/checks.go:192-222,
+// run by init and join --control-plane) only asks systemd whether
+// firewalld.service is active, then always warns "firewalld is active,
+// please ensure ports [6443 10250] are open". Ignoring the check does not
+// help: RunChecks prints ignored errors as warnings too (verified with both
+// ports open and ignorePreflightErrors: [Firewalld]). So the kubeadm stage
+// runs the preflight itself and drops exactly that warning when the ports it
+// names are in Open, and passes it on otherwise.
+func publish(env *stage.Env, b backend, p policy) {
+	open := make([]string, 0, len(p.ports))
+	for _, port := range p.ports {
+		open = append(open, port.String())
+	}
+	env.Data.Firewall = stage.FirewallResult{Backend: b.name(), Open: open}
 }
 
 // noneChange is what Plan says for backend none: nothing will be done, on
@@ -59,6 +90,7 @@ func noneChange(env *stage.Env, err error) ([]stage.Change, error) {
 		return nil, err
 	}
 	env.Log.Info("firewall: backend none, leaving the firewall alone")
+	env.Data.Firewall = stage.FirewallResult{Backend: string(machineconfig.BackendNone)}
 	return nil, nil
 }
 
@@ -104,31 +136,4 @@ func resolve(ctx context.Context, env *stage.Env) (backend, policy, error) {
 	default:
 		return nil, p, fmt.Errorf("firewall.backend: %q is not one of auto, firewalld, nftables, none", env.Config.Firewall.Backend)
 	}
-}
-
-// PortsOpen reports whether the firewall already lets the configured ports
-// in, i.e. the stage has nothing left to do with the backend it would use.
-// It is false for backend none, where bootstrapd cannot vouch for anything.
-//
-// It is for the kubeadm stage. kubeadm's preflight check "Firewalld"
-// (k8s.io/kubernetes v1.37.2 cmd/kubeadm/app/preflight/checks.go:192-222,
-// run by init and join --control-plane) only asks systemd whether
-// firewalld.service is active, then always warns "firewalld is active,
-// please ensure ports [6443 10250] are open". Ignoring it does not help:
-// RunChecks turns ignored errors into warnings and prints every warning
-// (verified: with both ports open and ignorePreflightErrors: [Firewalld]
-// the warning still appears). So when PortsOpen is true the kubeadm stage
-// runs the preflight itself (`kubeadm init phase preflight --config F`, or
-// `kubeadm join phase preflight`), drops exactly the "[WARNING Firewalld]"
-// line, logs instead which ports it verified open, and runs kubeadm with
-// skipPhases: [preflight] so the check does not run twice. When PortsOpen is
-// false the warning is passed on untouched.
-func PortsOpen(ctx context.Context, env *stage.Env) (bool, error) {
-	b, p, err := resolve(ctx, env)
-	if err != nil || b == nil {
-		return false, err
-	}
-	defer closeBackend(b)
-	changes, err := b.Plan(env, p)
-	return err == nil && len(changes) == 0, err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // firewalld's D-Bus API (firewalld.dbus(5)): runtime settings on the main
@@ -336,3 +337,5 @@ func (f *firewalldBackend) bindPermanent(cfgPath dbus.ObjectPath, kind, value st
 	}
 	return f.call(cfgPath, fwConfigZone+".add"+kind, nil, value)
 }
+
+func (*firewalldBackend) name() string { return string(machineconfig.BackendFirewalld) }

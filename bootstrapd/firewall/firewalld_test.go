@@ -55,7 +55,7 @@ func runInner(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	env := &stage.Env{Root: "/", NetNS: netns.None(), Config: req.Config,
+	env := &stage.Env{Root: "/", NetNS: netns.None(), Config: req.Config, Data: &stage.RunData{},
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -67,7 +67,7 @@ func runInner(raw string) int {
 	case "apply":
 		res.Changes, err = New().Apply(ctx, env)
 	case "ports-open":
-		res.PortsOpen, err = PortsOpen(ctx, env)
+		res.PortsOpen, err = portsVerified(env)
 	default:
 		err = fmt.Errorf("unknown op %q", req.Op)
 	}

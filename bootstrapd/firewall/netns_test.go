@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -262,9 +263,24 @@ func controllerConfig(tb testing.TB) *machineconfig.MachineConfig {
 
 func testEnv(tb testing.TB, ns netns.NsHandle, cfg *machineconfig.MachineConfig) *stage.Env {
 	return &stage.Env{
-		Root: tb.TempDir(), NetNS: ns, Config: cfg,
+		Root: tb.TempDir(), NetNS: ns, Config: cfg, Data: &stage.RunData{},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
+}
+
+// portsVerified is what the kubeadm stage reads: whether the firewall
+// stage's plan, being empty, vouched for the role's ports.
+func portsVerified(env *stage.Env) (bool, error) {
+	env.Data.Firewall = stage.FirewallResult{}
+	changes, err := New().Plan(context.Background(), env)
+	if err != nil {
+		return false, err
+	}
+	fw := env.Data.Firewall
+	if len(changes) > 0 && len(fw.Open) > 0 {
+		return false, fmt.Errorf("plan has %d changes but published %v as open", len(changes), fw.Open)
+	}
+	return len(fw.Open) > 0, nil
 }
 
 // nftJSON is `nft -j list ruleset` in ns ("" for the test's own netns).

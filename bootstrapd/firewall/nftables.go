@@ -651,3 +651,5 @@ func marshalForCompare(e expr.Any) ([]byte, error) {
 	}
 	return expr.Marshal(byte(nftables.TableFamilyINet), e)
 }
+
+func (nftBackend) name() string { return string(machineconfig.BackendNftables) }

@@ -60,8 +60,8 @@ func TestNftablesControlPlane(t *testing.T) {
 	// Before: nothing filters, the unlisted port answers.
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":8081"), "8081 before apply")
 
-	if open, err := PortsOpen(context.Background(), env); err != nil || open {
-		t.Errorf("PortsOpen before apply = %v, %v; want false", open, err)
+	if open, err := portsVerified(env); err != nil || open {
+		t.Errorf("ports verified before apply = %v, %v; want false", open, err)
 	}
 	planned := plan(t, env)
 	changes := apply(t, env)
@@ -96,8 +96,8 @@ func TestNftablesControlPlane(t *testing.T) {
 		t.Log("busybox not installed: ICMP echo not probed")
 	}
 
-	if open, err := PortsOpen(context.Background(), env); err != nil || !open {
-		t.Errorf("PortsOpen after apply = %v, %v; want true", open, err)
+	if open, err := portsVerified(env); err != nil || !open {
+		t.Errorf("ports verified after apply = %v, %v; want true", open, err)
 	}
 
 	// Idempotent: nothing to do, and the kernel ruleset is byte-identical.
@@ -261,8 +261,8 @@ func TestBackendNone(t *testing.T) {
 	if got := nftJSON(t, l.node); got != before {
 		t.Errorf("backend none changed the ruleset:\n%s", got)
 	}
-	if open, err := PortsOpen(context.Background(), env); err != nil || open {
-		t.Errorf("PortsOpen with backend none = %v, %v; want false (nothing verified)", open, err)
+	if open, err := portsVerified(env); err != nil || open {
+		t.Errorf("ports verified with backend none = %v, %v; want false (nothing verified)", open, err)
 	}
 }
 

@@ -40,6 +40,15 @@ func New() stage.Stage { return Stage{} }
 
 func (Stage) Name() string { return "hostname" }
 
+// Inputs: the names and the /etc/hosts block (which names the node's
+// advertise address).
+func (Stage) Inputs(cfg *machineconfig.MachineConfig) any {
+	return struct {
+		Hostname, AdvertiseAddress string
+		Hosts                      []machineconfig.HostEntry
+	}{cfg.Hostname, cfg.Kubernetes.AdvertiseAddress, cfg.Hosts}
+}
+
 // Validate checks there is a name to set.
 func (Stage) Validate(_ context.Context, env *stage.Env) error {
 	if env.Config.Hostname == "" {

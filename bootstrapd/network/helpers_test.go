@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -82,10 +83,11 @@ func newTestNet(tb testing.TB, links []nodeLink) *testNet {
 
 func (n *testNet) env(nw machineconfig.Network) *stage.Env {
 	return &stage.Env{
-		Root:   n.root,
-		NetNS:  n.nodeNS,
-		Config: &machineconfig.MachineConfig{Hostname: "controller.home.local", Network: nw},
-		Log:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Root:     n.root,
+		StateDir: filepath.Join(n.root, "state"),
+		NetNS:    n.nodeNS,
+		Config:   &machineconfig.MachineConfig{Hostname: "controller.home.local", Network: nw},
+		Log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 }
 

@@ -6,7 +6,8 @@
 // adds the connected route itself with the link's RouteMetric, so the
 // kernel holds "172.16.0.0/24 dev enp1s0 proto kernel scope link src
 // 172.16.0.11 metric 100" as NetworkManager left it on the reference
-// machine. Routes the stage adds are recorded in /var/lib/kubeboot/network.json;
+// machine. Routes the stage adds are recorded in network.json in its state
+// directory;
 // only those are ever deleted.
 package network
 
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // New returns the network stage.
@@ -37,6 +39,9 @@ type networkStage struct {
 }
 
 func (*networkStage) Name() string { return "network" }
+
+// Inputs: the network section.
+func (*networkStage) Inputs(cfg *machineconfig.MachineConfig) any { return cfg.Network }
 
 // Validate checks, before the engine changes anything, what Plan checks:
 // the config's network section and that its links can be found.
@@ -100,7 +105,7 @@ func (n *networkStage) run(ctx context.Context, env *stage.Env, apply bool) ([]s
 	if apply {
 		// Save even after a failure: routes added before it are ours.
 		if serr := st.save(env); serr != nil && err == nil {
-			err = fmt.Errorf("network: save %s: %w", statePath, serr)
+			err = fmt.Errorf("network: save %s: %w", statePath(env), serr)
 		}
 	}
 	return r.changes, err

@@ -187,7 +187,7 @@ func TestPlanMatchesApplyAndChangesNothing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.root, "etc/resolv.conf")); err == nil {
 		t.Fatal("Plan wrote resolv.conf")
 	}
-	if _, err := os.Stat(filepath.Join(n.root, statePath)); err == nil {
+	if _, err := os.Stat(statePath(env)); err == nil {
 		t.Fatal("Plan wrote the state file")
 	}
 	if a := apply(t, s, env); !slices.Equal(p, a) {

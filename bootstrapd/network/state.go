@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -13,10 +14,13 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
-// statePath records what the stage put into the kernel that the kernel
-// cannot tell us itself: which routes are ours (so a route removed from the
-// config is deleted, and nobody else's route ever is) and the DHCP leases.
-const statePath = "/var/lib/kubeboot/network.json"
+// stateFile, in the stage's state directory, records what the stage put
+// into the kernel that the kernel cannot tell us itself: which routes are
+// ours (so a route removed from the config is deleted, and nobody else's
+// route ever is) and the DHCP leases.
+const stateFile = "network.json"
+
+func statePath(env *stage.Env) string { return filepath.Join(env.StateDir, stateFile) }
 
 type state struct {
 	Routes []ownedRoute      `json:"routes,omitempty"`
@@ -47,7 +51,7 @@ type lease struct {
 }
 
 func loadState(env *stage.Env) (*state, error) {
-	p := env.Path(statePath)
+	p := statePath(env)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &state{}, nil
@@ -82,6 +86,6 @@ func (s *state) save(env *stage.Env) error {
 	}
 	// 0600: the leases name the node's DHCP server and addresses; the state
 	// directory is bootstrapd's alone.
-	_, err = atomicfile.WriteIfChanged(env.Path(statePath), append(b, '\n'), 0o600, 0o700)
+	_, err = atomicfile.WriteIfChanged(statePath(env), append(b, '\n'), 0o600, 0o700)
 	return err
 }

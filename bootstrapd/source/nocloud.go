@@ -31,7 +31,7 @@ func fromNoCloud(o Options) (*Result, error) {
 	if dev == "" {
 		return nil, nil
 	}
-	return ReadNoCloud(dev)
+	return readNoCloud(dev, o.Root)
 }
 
 // findByLabel looks in /dev/disk/by-label (udev) first and asks blkid when
@@ -59,7 +59,11 @@ func findByLabel(root string) string {
 // go-diskfs's FAT and ISO9660 readers, without mounting it: no mount point
 // to clean up, no kernel file system driver needed, and nothing on the
 // volume can be executed.
-func ReadNoCloud(dev string) (*Result, error) {
+func ReadNoCloud(dev string) (*Result, error) { return readNoCloud(dev, "/") }
+
+// readNoCloud is ReadNoCloud for a node whose / is root: absolute paths a
+// config names are read under it.
+func readNoCloud(dev, root string) (*Result, error) {
 	d, err := diskfs.Open(dev, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		return nil, fmt.Errorf("NoCloud volume %s: %w", dev, err)
@@ -90,22 +94,23 @@ func ReadNoCloud(dev string) (*Result, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: network-config: %w", where, err)
 	}
-	res, err := parseNoCloud(where, userData, meta, netcfg)
+	// Files the config names by a relative path sit next to user-data
+	// on the volume, which is not mounted.
+	files := func(name string) ([]byte, error) {
+		if filepath.IsAbs(name) {
+			return machineconfig.FilesFrom(root, "/")(name)
+		}
+		data, err := readVolumeFile(fsys, path.Clean(name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("not on the volume next to user-data (kubeboot cidata puts it there): %w", err)
+		}
+		return data, err
+	}
+	res, err := parseNoCloud(where, userData, meta, netcfg, files)
 	if err != nil {
 		return nil, err
 	}
 	res.Source = where
-	// A relative secrets bundle sits next to user-data on the volume, which
-	// is not mounted: carry its content for Install.
-	cr := &res.Config.Kubernetes.Credentials
-	if b := cr.SecretsBundle; b != "" && !filepath.IsAbs(b) {
-		data, err := readVolumeFile(fsys, path.Clean(b))
-		if err != nil {
-			return nil, fmt.Errorf("%s: kubernetes.credentials.secretsBundle %q: %w (put the bundle on the volume next to user-data, or give an absolute path on the node)", where, b, err)
-		}
-		res.SecretsBundle = data
-		cr.SecretsBundle = BundlePath
-	}
 	return res, nil
 }
 
@@ -169,7 +174,7 @@ type metaData struct {
 // network-config links, for example), and line numbers of user-data's own
 // fields stay right: a replaced network section is blanked line for line,
 // the merged parts are appended at the end.
-func parseNoCloud(where string, userData, meta, netcfg []byte) (*Result, error) {
+func parseNoCloud(where string, userData, meta, netcfg []byte, files machineconfig.Files) (*Result, error) {
 	var md metaData
 	if len(bytes.TrimSpace(meta)) > 0 {
 		if err := yaml.Unmarshal(meta, &md); err != nil {
@@ -204,11 +209,13 @@ func parseNoCloud(where string, userData, meta, netcfg []byte) (*Result, error) 
 	if md.LocalHostname != "" && !hasKey(root, "hostname") {
 		text += "hostname: " + strconv.Quote(md.LocalHostname) + "\n"
 	}
-	cfg, err := machineconfig.Parse("user-data", []byte(text))
+	cfg, err := machineconfig.ParseWithFiles("user-data", []byte(text), files)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return &Result{Config: cfg, InstanceID: md.InstanceID}, nil
+	res := loaded(cfg, where)
+	res.InstanceID = md.InstanceID
+	return res, nil
 }
 
 // netplanSection returns network-config's body (without a top-level

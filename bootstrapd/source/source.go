@@ -20,7 +20,6 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +32,7 @@ import (
 	"time"
 
 	"kubeboot.dev/kubeboot/atomicfile"
+	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -65,31 +65,62 @@ type Result struct {
 	Source string
 	// InstanceID is the NoCloud meta-data instance-id, if any.
 	InstanceID string
-	// SecretsBundle is the content of a secrets bundle that came with the
-	// config from a volume that is not mounted; Install puts it at
-	// BundlePath, where Config now points. It is a secret: never log it.
-	SecretsBundle []byte
+	// Secrets are the cluster secrets of the config, inline or read from
+	// its secretsBundle, validated and reduced to what the role needs (a
+	// worker has the CA certificate and the token only); nil when the
+	// config has none. The same value as Config.Kubernetes.Credentials.
+	// ClusterSecrets(). Never log them.
+	Secrets *machineconfig.ClusterSecrets
 }
 
-// BundlePath is where a secrets bundle read from a NoCloud volume is
-// installed on the node: root's only, in the persistent state partition.
+// BundlePath is where a node keeps its cluster secrets (Result.Secrets):
+// root's only, in the persistent state partition.
 const BundlePath = "/var/lib/kubeboot/secrets/bundle.yaml"
 
-// Install writes what the config needs beside itself (a secrets bundle
-// from a NoCloud volume) under root, 0600 in a 0700 directory. It writes
-// nothing when the file already holds the content.
+// Install keeps the node's cluster secrets at BundlePath under root, 0600
+// in a 0700 directory, and removes a copy the config no longer has. It
+// writes nothing when the file already holds them.
 func (r *Result) Install(root string) error {
-	if r.SecretsBundle == nil {
-		return nil
-	}
 	p := filepath.Join(root, BundlePath)
-	if cur, err := os.ReadFile(p); err == nil && bytes.Equal(cur, r.SecretsBundle) {
+	if r.Secrets == nil {
+		if err := atomicfile.Remove(p); err != nil {
+			return fmt.Errorf("remove the old secrets bundle %s: %w", BundlePath, err)
+		}
 		return nil
 	}
-	if err := atomicfile.Write(p, r.SecretsBundle, 0o600, 0o700); err != nil {
-		return fmt.Errorf("install the secrets bundle at %s: %w", BundlePath, err)
+	if _, err := clustersecrets.WriteBundle(p, r.Secrets); err != nil {
+		return fmt.Errorf("keep the secrets bundle at %s: %w", BundlePath, err)
 	}
 	return nil
+}
+
+// loaded completes a Result from a parsed config.
+func loaded(cfg *machineconfig.MachineConfig, source string) *Result {
+	return &Result{Config: cfg, Source: source, Secrets: cfg.Kubernetes.Credentials.ClusterSecrets()}
+}
+
+// nodeFiles reads the files a config names on the node: relative names
+// from dir, absolute ones under root. A config from a URL has no
+// directory (dir ""): it may only name absolute paths.
+func nodeFiles(root, dir string) machineconfig.Files {
+	if dir == "" {
+		return func(name string) ([]byte, error) {
+			if !filepath.IsAbs(name) {
+				return nil, errors.New("a config fetched over http(s) cannot name a file next to it; give an absolute path on the node or the secrets inline")
+			}
+			return machineconfig.FilesFrom(root, "/")(name)
+		}
+	}
+	return machineconfig.FilesFrom(root, dir)
+}
+
+// loadFile reads and parses a config file on this machine.
+func loadFile(path string, files machineconfig.Files) (*machineconfig.MachineConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("machine config: %w", err)
+	}
+	return machineconfig.ParseWithFiles(path, data, files)
 }
 
 // ErrNoConfig means no source had a config.
@@ -101,11 +132,11 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.ConfigPath != "" {
-		cfg, err := machineconfig.Load(o.ConfigPath)
+		cfg, err := loadFile(o.ConfigPath, machineconfig.FilesFrom("", filepath.Dir(o.ConfigPath)))
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Config: cfg, Source: "--config " + o.ConfigPath}, nil
+		return loaded(cfg, "--config "+o.ConfigPath), nil
 	}
 
 	cmdline, err := os.ReadFile(filepath.Join(o.Root, "/proc/cmdline"))
@@ -124,11 +155,11 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 
 	baked := filepath.Join(o.Root, BakedPath)
 	if _, err := os.Stat(baked); err == nil {
-		cfg, err := machineconfig.Load(baked)
+		cfg, err := loadFile(baked, nodeFiles(o.Root, filepath.Dir(baked)))
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Config: cfg, Source: "image " + BakedPath}, nil
+		return loaded(cfg, "image "+BakedPath), nil
 	}
 	return nil, fmt.Errorf("%w: tried --config, kubeboot.config= on the kernel command line, a NoCloud volume labelled CIDATA/cidata and %s; provide one of them", ErrNoConfig, BakedPath)
 }
@@ -179,11 +210,11 @@ func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, erro
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := machineconfig.Parse(shown, data)
+		cfg, err := machineconfig.ParseWithFiles(shown, data, nodeFiles(o.Root, ""))
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Config: cfg, Source: "kernel command line " + shown}, nil
+		return loaded(cfg, "kernel command line "+shown), nil
 	case strings.HasPrefix(loc, "file://"):
 		loc = strings.TrimPrefix(loc, "file://")
 	case strings.HasPrefix(loc, "/"):
@@ -200,9 +231,9 @@ func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, erro
 			return nil, err
 		}
 	}
-	cfg, err := machineconfig.Load(path)
+	cfg, err := machineconfig.ParseWithFiles(path, data, nodeFiles(o.Root, filepath.Dir(path)))
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Config: cfg, Source: "kernel command line " + loc}, nil
+	return loaded(cfg, "kernel command line "+loc), nil
 }

@@ -32,7 +32,7 @@ kubernetes:
   controlPlaneEndpoint: controller.home.local:6443
   credentials:
     token: kbex01.exampletoken0001
-    secretsBundle: /etc/kubeboot/secrets.yaml
+    caCertHashes: ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
 `
 
 const testMetaData = "instance-id: iid-worker-01\nlocal-hostname: worker.home.local\n"
@@ -203,7 +203,7 @@ kubernetes:
   controlPlaneEndpoint: controller.home.local:6443
   credentials:
     token: kbex01.exampletoken0001
-    secretsBundle: /etc/kubeboot/secrets.yaml
+    caCertHashes: ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
 `
 
 func TestHTTPSourceRetriesAndPins(t *testing.T) {
@@ -327,47 +327,5 @@ func TestParseCmdline(t *testing.T) {
 	}
 	if got := ParseCmdline(`a "kubeboot.config=/srv/a b.yaml" b`)["kubeboot.config"]; got != "/srv/a b.yaml" {
 		t.Errorf("quoted value = %q", got)
-	}
-}
-
-func TestNoCloudSecretsBundleNextToUserData(t *testing.T) {
-	withBundle := strings.Replace(userData, "secretsBundle: /etc/kubeboot/secrets.yaml", "secretsBundle: ./secrets.yaml", 1)
-	bundle := []byte("# stands in for a cluster secrets bundle\nca: not-a-real-key\n")
-	img := fatImage(t, map[string][]byte{"user-data": []byte(withBundle), "meta-data": []byte(testMetaData), "secrets.yaml": bundle})
-	root := rootWithVolume(t, "CIDATA", img)
-	res, err := Load(context.Background(), Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Config.Kubernetes.Credentials.SecretsBundle; got != BundlePath {
-		t.Errorf("secretsBundle = %q, want %q", got, BundlePath)
-	}
-	if string(res.SecretsBundle) != string(bundle) {
-		t.Errorf("bundle content = %q", res.SecretsBundle)
-	}
-	if err := res.Install(root); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(root, BundlePath)
-	info, err := os.Stat(p)
-	if err != nil || info.Mode().Perm() != 0o600 {
-		t.Fatalf("installed bundle: %v %v", info, err)
-	}
-	if dir, _ := os.Stat(filepath.Dir(p)); dir.Mode().Perm() != 0o700 {
-		t.Errorf("bundle directory mode %v", dir.Mode())
-	}
-	// Installing the same content again writes nothing.
-	before := info.ModTime()
-	if err := res.Install(root); err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := os.Stat(p); !info.ModTime().Equal(before) {
-		t.Error("second Install rewrote the bundle")
-	}
-
-	img = fatImage(t, map[string][]byte{"user-data": []byte(withBundle), "meta-data": []byte(testMetaData)})
-	_, err = Load(context.Background(), Options{Root: rootWithVolume(t, "CIDATA", img)})
-	if err == nil || !strings.Contains(err.Error(), `secretsBundle "./secrets.yaml"`) {
-		t.Errorf("missing bundle: err = %v", err)
 	}
 }

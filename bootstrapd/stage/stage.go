@@ -35,6 +35,44 @@ type Env struct {
 	// checking file effects (a directory) and the real kernel (inside a
 	// namespace it made).
 	Proc, Sys string
+	// StateDir is the stage's own directory for what it must remember
+	// across boots (which routes are its own, a kubeadm log), under the
+	// node's state directory; the engine sets it per stage and creates it
+	// 0700 before the stage runs. It is kept until the node is reflashed.
+	StateDir string
+	// Data carries what one stage found or made to the stages after it,
+	// in one run (see RunData).
+	Data *RunData
+	// Progress, set by the engine, reports in one line what a long stage
+	// is waiting for (the unit's STATUS=, the console banner); use Report.
+	Progress func(string)
+}
+
+// Report says what the stage is waiting for now; a no-op without Progress.
+func (e *Env) Report(s string) {
+	if e.Progress != nil {
+		e.Progress(s)
+	}
+}
+
+// RunData is what stages hand to later stages within one run, typed so that
+// a stage reads another's result without calling into its package (the
+// shape of kubeadm's InitData). A stage sets its fields whenever it has
+// verified them: when its Plan finds nothing to do and when its Apply
+// succeeds, so later stages see them on every boot, changed or not.
+type RunData struct {
+	// Firewall is what the firewall stage verified about inbound ports.
+	Firewall FirewallResult
+}
+
+// FirewallResult is the firewall stage's verified state.
+type FirewallResult struct {
+	// Backend is the backend the stage used: "firewalld", "nftables", or
+	// "none" (bootstrapd left the firewall alone and vouches for nothing).
+	Backend string
+	// Open lists the ports verified open, in firewalld's notation
+	// ("6443/tcp", "2379-2380/tcp"); empty for backend none.
+	Open []string
 }
 
 // Path joins p (an absolute path on the node) under Env.Root.
@@ -99,6 +137,11 @@ type Change string
 type Stage interface {
 	// Name is the short name used by --only, markers and status.
 	Name() string
+	// Inputs returns the part of the config the stage reads. The engine
+	// keeps a fingerprint of it in the stage's record, so a change
+	// elsewhere in the config (a rotated token, another stage's sysctl)
+	// leaves the stage's record current. nil: the stage reads no config.
+	Inputs(cfg *machineconfig.MachineConfig) any
 	// Plan lists what Apply would change now, without changing anything.
 	Plan(ctx context.Context, env *Env) ([]Change, error)
 	// Apply makes the host match the config and returns what it changed.

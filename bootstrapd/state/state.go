@@ -1,6 +1,8 @@
 // Package state is bootstrapd's memory across boots and crashes: one record
 // per finished stage, the source the config came from, and the done and
-// failed markers, all small JSON files under <root>/var/lib/kubeboot.
+// failed markers, all small JSON files under <root>/var/lib/kubeboot. Each
+// stage also has a directory of its own there (stages/NAME/) for what it
+// must remember itself.
 //
 // Every file is written atomically (temporary file, fsync, rename, fsync of
 // the directory), so after a power cut a record is either the old one or
@@ -35,13 +37,18 @@ func Open(root string) *Store { return &Store{Dir: filepath.Join(root, Dir)} }
 
 // StageRecord says a stage finished applying a config.
 type StageRecord struct {
-	Stage      string    `json:"stage"`
-	ConfigHash string    `json:"configHash"`
-	Started    time.Time `json:"started"`
-	Finished   time.Time `json:"finished"`
-	Duration   string    `json:"duration"`
-	Attempts   int       `json:"attempts"`
-	Changes    []string  `json:"changes,omitempty"`
+	Stage string `json:"stage"`
+	Kind  string `json:"kind"` // converge or once (engine.Kind)
+	Phase string `json:"phase,omitempty"`
+	// Fingerprint identifies the part of the config the stage read
+	// (engine.Fingerprint); ConfigHash the whole config, for people.
+	Fingerprint string    `json:"fingerprint"`
+	ConfigHash  string    `json:"configHash"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"`
+	Duration    string    `json:"duration"`
+	Attempts    int       `json:"attempts"`
+	Changes     []string  `json:"changes,omitempty"`
 }
 
 // Source says where the config of the last run came from.
@@ -63,18 +70,26 @@ type Failure struct {
 
 // Done is the done marker: every stage of the plan applied ConfigHash.
 type Done struct {
-	ConfigHash string    `json:"configHash"`
-	Source     string    `json:"source"`
-	Stages     []string  `json:"stages"`
-	Time       time.Time `json:"time"`
+	ConfigHash string        `json:"configHash"`
+	Source     string        `json:"source"`
+	Stages     []StageTiming `json:"stages"`
+	Time       time.Time     `json:"time"`
 }
 
-func (s *Store) stagePath(name string) string {
-	return filepath.Join(s.Dir, "stages", name+".json")
+// StageTiming is how long a stage took when it last applied.
+type StageTiming struct {
+	Stage    string `json:"stage"`
+	Duration string `json:"duration"`
+	Attempts int    `json:"attempts"`
 }
-func (s *Store) failedPath() string { return filepath.Join(s.Dir, "failed") }
-func (s *Store) donePath() string   { return filepath.Join(s.Dir, "done") }
-func (s *Store) sourcePath() string { return filepath.Join(s.Dir, "source.json") }
+
+// StageDir is the stage's own directory; its record is record.json there.
+func (s *Store) StageDir(name string) string { return filepath.Join(s.Dir, "stages", name) }
+
+func (s *Store) stagePath(name string) string { return filepath.Join(s.StageDir(name), "record.json") }
+func (s *Store) failedPath() string           { return filepath.Join(s.Dir, "failed") }
+func (s *Store) donePath() string             { return filepath.Join(s.Dir, "done") }
+func (s *Store) sourcePath() string           { return filepath.Join(s.Dir, "source.json") }
 
 // Stage returns the record of a stage, or nil when it never finished.
 func (s *Store) Stage(name string) (*StageRecord, error) {
@@ -84,7 +99,7 @@ func (s *Store) Stage(name string) (*StageRecord, error) {
 
 // Stages returns every stage record, sorted by finish time.
 func (s *Store) Stages() ([]StageRecord, error) {
-	paths, err := filepath.Glob(filepath.Join(s.Dir, "stages", "*.json"))
+	paths, err := filepath.Glob(s.stagePath("*"))
 	if err != nil {
 		return nil, err
 	}

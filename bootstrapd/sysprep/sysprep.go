@@ -50,23 +50,6 @@ const (
 // RequiredModules are always loaded.
 var RequiredModules = []string{"overlay", "br_netfilter"}
 
-// Sysctl is one kernel setting.
-type Sysctl struct{ Key, Value string }
-
-// RequiredSysctls are always set, before the config's.
-var RequiredSysctls = []Sysctl{
-	{"net.ipv4.ip_forward", "1"},
-	{"net.bridge.bridge-nf-call-iptables", "1"},
-	{"net.bridge.bridge-nf-call-ip6tables", "1"},
-}
-
-// ipv6Sysctls are set when the cluster uses IPv6: preflight then checks
-// net.ipv6.conf.default.forwarding, and "all" is what really forwards.
-var ipv6Sysctls = []Sysctl{
-	{"net.ipv6.conf.all.forwarding", "1"},
-	{"net.ipv6.conf.default.forwarding", "1"},
-}
-
 // builtinWitness names, for modules that may be built in without showing
 // under /sys/module (a built-in module appears there only when it has
 // parameters), a procfs path that exists once the module's code runs.
@@ -99,33 +82,23 @@ func Modules(cfg *machineconfig.MachineConfig) []string {
 
 // Sysctls returns the settings the config needs, required ones first, then
 // the config's in key order.
-func Sysctls(cfg *machineconfig.MachineConfig) []Sysctl {
-	out := slices.Clone(RequiredSysctls)
-	if usesIPv6(cfg) {
-		out = append(out, ipv6Sysctls...)
-	}
+func Sysctls(cfg *machineconfig.MachineConfig) []machineconfig.Sysctl {
+	out := slices.Clone(cfg.RequiredSysctls())
 	for _, k := range slices.Sorted(maps.Keys(cfg.System.Sysctls)) {
-		if !slices.ContainsFunc(out, func(s Sysctl) bool { return s.Key == k }) {
-			out = append(out, Sysctl{k, cfg.System.Sysctls[k]})
+		if !slices.ContainsFunc(out, func(s machineconfig.Sysctl) bool { return s.Key == k }) {
+			out = append(out, machineconfig.Sysctl{Key: k, Value: cfg.System.Sysctls[k]})
 		}
 	}
 	return out
 }
 
-// Validate rejects a config that would undo a required setting.
-func (Stage) Validate(_ context.Context, env *stage.Env) error {
-	var errs []error
-	for _, s := range RequiredSysctls {
-		if v, ok := env.Config.System.Sysctls[s.Key]; ok && normalize(v) != s.Value {
-			errs = append(errs, fmt.Errorf("system.sysctls.%s: %q conflicts with the %q Kubernetes needs; remove it", s.Key, v, s.Value))
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(env.Config.System.Sysctls)) {
-		if strings.Contains(k, "..") || strings.HasPrefix(k, "/") {
-			errs = append(errs, fmt.Errorf("system.sysctls.%s: not a sysctl name", k))
-		}
-	}
-	return errors.Join(errs...)
+// Inputs: the kernel settings the config asks for, and the cluster's
+// address families (IPv6 forwarding).
+func (Stage) Inputs(cfg *machineconfig.MachineConfig) any {
+	return struct {
+		System machineconfig.System
+		IPv6   bool
+	}{cfg.System, cfg.UsesIPv6()}
 }
 
 func (s Stage) Plan(_ context.Context, env *stage.Env) ([]stage.Change, error) {
@@ -182,10 +155,10 @@ func (Stage) run(env *stage.Env, apply bool) ([]stage.Change, error) {
 			if err != nil {
 				return fmt.Errorf("sysctl %s: %w (is the module providing it loaded?)", s.Key, err)
 			}
-			if normalize(string(cur)) == normalize(s.Value) {
+			if machineconfig.NormalizeSysctl(string(cur)) == machineconfig.NormalizeSysctl(s.Value) {
 				continue
 			}
-			add("sysctl %s: %s -> %s", s.Key, normalize(string(cur)), s.Value)
+			add("sysctl %s: %s -> %s", s.Key, machineconfig.NormalizeSysctl(string(cur)), s.Value)
 			if apply {
 				if err := os.WriteFile(path, []byte(s.Value+"\n"), 0); err != nil {
 					return fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, err)
@@ -357,14 +330,6 @@ func sysctlPath(key string) string {
 		return key
 	}
 	return strings.ReplaceAll(key, ".", "/")
-}
-
-// normalize makes multi-field values ("4096\t87380\t6291456") comparable.
-func normalize(v string) string { return strings.Join(strings.Fields(v), " ") }
-
-func usesIPv6(cfg *machineconfig.MachineConfig) bool {
-	k := cfg.Kubernetes
-	return strings.Contains(k.PodSubnet, ":") || strings.Contains(k.ServiceSubnet, ":") || strings.Contains(k.AdvertiseAddress, ":")
 }
 
 func exists(p string) bool {

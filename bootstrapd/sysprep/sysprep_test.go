@@ -156,15 +156,6 @@ func TestModulesThatCannotBeLoaded(t *testing.T) {
 	}
 }
 
-func TestValidateRejectsUndoingRequiredSettings(t *testing.T) {
-	env := newEnv(t, "", "")
-	env.Config.System.Sysctls = map[string]string{"net.ipv4.ip_forward": "0"}
-	err := New().(stage.Validator).Validate(context.Background(), env)
-	if err == nil || !strings.Contains(err.Error(), "system.sysctls.net.ipv4.ip_forward") {
-		t.Errorf("err = %v", err)
-	}
-}
-
 func TestUnescapeOctal(t *testing.T) {
 	if got := unescapeOctal(`/var/swap\040file\134x`); got != `/var/swap file\x` {
 		t.Errorf("got %q", got)

@@ -9,24 +9,27 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"kubeboot.dev/kubeboot/bootstrapd"
+	"kubeboot.dev/kubeboot/bootstrapd/banner"
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
-	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/bootstrapd/progress"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 const (
@@ -103,7 +106,7 @@ func (f *commonFlags) parse(args []string) bool {
 		return false
 	}
 	// An unknown --only name is a usage error, found before anything is touched.
-	if _, err := engine.Select(bootstrapd.Stages(), f.onlyList()); err != nil {
+	if _, err := engine.Select(bootstrapd.Plan(), f.onlyList()); err != nil {
 		fmt.Fprintf(f.fs.Output(), "%s: --only: %v\n", f.fs.Name(), err)
 		return false
 	}
@@ -135,7 +138,22 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr)
 	o := f.options(log)
-	o.Status = func(s string) { notify("STATUS=" + s) }
+	watch := &watcher{root: f.root, log: log, plan: bootstrapd.Plan()}
+	o.Loaded = watch.loaded
+	o.Status = func(s string) {
+		notify("STATUS=" + s)
+		watch.activity(s)
+	}
+	o.StepStarted = watch.stepStarted
+	o.StepEnded = watch.stepEnded
+	// Ready once the host is: the network is up, so what waits for
+	// network-online.target (the kubelet that kubeadm starts) can start
+	// while the Kubernetes stages go on. The unit still fails if they do.
+	o.AfterPhase = func(phase string) {
+		if phase == bootstrapd.PhaseHost {
+			notify("READY=1")
+		}
+	}
 	if stop := os.Getenv(CrashAfterEnv); stop != "" {
 		o.AfterStage = func(name string) {
 			if name == stop {
@@ -149,6 +167,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	start := time.Now()
 	outcomes, err := bootstrapd.FirstBoot(ctx, o)
+	watch.end()
 	if err != nil {
 		notify("STATUS=failed: " + err.Error())
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
@@ -161,6 +180,88 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log.Info("first-boot plan applied", "stages", len(outcomes), "changes", changed, "duration", time.Since(start).Round(time.Millisecond).String())
 	notify("READY=1\nSTATUS=applied; " + fmt.Sprint(changed) + " changes")
 	return exitOK
+}
+
+// watcher keeps this boot's progress (/run/kubeboot/progress.json) and the
+// console banner up to date through a run. It starts only once the run
+// holds the state lock, so a second bootstrapd refused by the lock never
+// overwrites the first one's view. Its failures are logged, never fatal:
+// the banner is a view of the boot, not part of it.
+type watcher struct {
+	root string
+	log  *slog.Logger
+	plan []engine.Step
+	cfg  *machineconfig.MachineConfig
+	rec  *progress.Recorder
+}
+
+func (w *watcher) loaded(p *bootstrapd.Prepared, _ error) {
+	if p != nil {
+		w.cfg, w.plan = p.Engine.Env.Config, p.Plan
+		rec, err := progress.Start(w.root, w.plan, w.cfg)
+		w.warn(err)
+		w.rec = rec
+	}
+	w.console()
+}
+
+// end marks the run over (the banner stops saying "running").
+func (w *watcher) end() {
+	if w.rec != nil {
+		w.warn(w.rec.End())
+		w.console()
+	}
+}
+
+func (w *watcher) activity(s string) {
+	if w.rec != nil {
+		w.warn(w.rec.Activity(s))
+		w.console()
+	}
+}
+
+func (w *watcher) stepStarted(name string) {
+	if w.rec != nil {
+		w.warn(w.rec.StepStarted(name))
+	}
+	w.console()
+}
+
+func (w *watcher) stepEnded(o engine.Outcome, err error) {
+	if w.rec != nil {
+		w.warn(w.rec.StepEnded(o, err))
+	}
+	w.console()
+}
+
+// console rewrites the banner and, when it changed on the running system
+// (--root /), asks agetty to redraw its login screens. Under another root
+// the gettys are not that root's.
+func (w *watcher) console() {
+	v, err := banner.Collect(w.root, w.cfg, w.plan)
+	if err != nil {
+		w.warn(fmt.Errorf("console banner: %w", err))
+		return
+	}
+	changed, err := banner.Write(w.root, v)
+	if err != nil || !changed || filepath.Clean(w.root) != "/" {
+		w.warn(err)
+		return
+	}
+	if _, err := exec.LookPath("agetty"); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "agetty", "--reload").CombinedOutput(); err != nil {
+		w.warn(fmt.Errorf("agetty --reload: %v: %s", err, bytes.TrimSpace(out)))
+	}
+}
+
+func (w *watcher) warn(err error) {
+	if err != nil {
+		w.log.Warn("this boot's progress view", "err", err)
+	}
 }
 
 func cmdPlan(args []string, stdout, stderr io.Writer) int {
@@ -178,7 +279,14 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", p.Source.Source, p.Source.Config.Hash())
 	for _, pl := range planned {
 		note := ""
-		if pl.Recorded {
+		switch {
+		case pl.Recorded && pl.Kind == engine.Once:
+			fmt.Fprintf(stdout, "%s: done (runs once; reflash the node to run it again)\n", pl.Stage)
+			continue
+		case pl.Err != nil:
+			fmt.Fprintf(stdout, "%s: cannot tell yet: %v\n", pl.Stage, pl.Err)
+			continue
+		case pl.Recorded:
 			note = " (recorded as done with this config)"
 		}
 		if len(pl.Changes) == 0 {
@@ -198,66 +306,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if !f.parse(args) {
 		return exitUsage
 	}
-	if err := printStatus(state.Open(f.root), stdout); err != nil {
+	if err := printStatus(f.root, stdout); err != nil {
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
 	return exitOK
-}
-
-// printStatus shows the records; none of them holds a secret.
-func printStatus(st *state.Store, w io.Writer) error {
-	src, err := st.Source()
-	if err != nil {
-		return err
-	}
-	done, err := st.Done()
-	if err != nil {
-		return err
-	}
-	failed, err := st.Failure()
-	if err != nil {
-		return err
-	}
-	stages, err := st.Stages()
-	if err != nil {
-		return err
-	}
-	if src == nil && done == nil && failed == nil && len(stages) == 0 {
-		return errors.New("no state under " + st.Dir + ": bootstrapd has not run on this root")
-	}
-	current := ""
-	if src != nil {
-		current = src.ConfigHash
-		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", src.Source, src.ConfigHash, src.Loaded.Format(time.RFC3339))
-		if src.InstanceID != "" {
-			fmt.Fprintf(w, "instance-id: %s\n", src.InstanceID)
-		}
-	}
-	if done != nil {
-		fmt.Fprintf(w, "done:    %s (config %s)\n", done.Time.Format(time.RFC3339), done.ConfigHash)
-	} else {
-		fmt.Fprintln(w, "done:    no")
-	}
-	if failed != nil {
-		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", failed.Stage, failed.Time.Format(time.RFC3339), failed.Attempts, failed.Reason)
-	} else {
-		fmt.Fprintln(w, "failed:  no")
-	}
-	if len(stages) == 0 {
-		return nil
-	}
-	fmt.Fprintln(w, "stages:")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  STAGE\tFINISHED\tDURATION\tATTEMPTS\tCHANGES\tCONFIG")
-	for _, r := range stages {
-		cfg := r.ConfigHash
-		if current != "" && cfg != current {
-			cfg += " (not the current config)"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", r.Stage, r.Finished.Format(time.RFC3339), r.Duration, r.Attempts, len(r.Changes), cfg)
-	}
-	return tw.Flush()
 }
 
 // notify tells systemd (Type=notify) about progress; outside systemd

@@ -1,14 +1,21 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"syscall"
 
+	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/image/cidata"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
@@ -17,8 +24,12 @@ const cidataUsage = `usage: kubeboot cidata -o seed.iso|seed.img --config FILE [
 
 Makes a NoCloud seed volume labelled CIDATA for a VM: user-data is the
 machine config, meta-data has the instance id and the hostname, and
-network-config (netplan v2) is added when given. .iso gives ISO9660, .img
-gives FAT. Everything is validated before the volume is written.
+network-config (netplan v2) is added when given. The secrets bundle the
+config names (credentials.secretsBundle, a file name next to the config)
+goes next to user-data, reduced to what the role needs: a worker's volume
+gets only the CA certificate and the token. .iso gives ISO9660, .img gives
+FAT. Everything is validated before the volume is written; the volume is
+0600 (it holds join credentials).
 
 flags:`
 
@@ -31,7 +42,7 @@ func runCIDATA(args []string) int {
 	network := fs.String("network-config", "", "netplan v2 network config (replaces the config's network section)")
 	instanceID := fs.String("instance-id", "", "NoCloud instance id (default: derived from the files' contents)")
 	var extra multiFlag
-	fs.Var(&extra, "file", "extra file put next to user-data under its base name, e.g. a secrets bundle (repeatable)")
+	fs.Var(&extra, "file", "extra file put next to user-data under its base name (repeatable); the secrets bundle the config names is added without it")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -44,19 +55,22 @@ func runCIDATA(args []string) int {
 		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
 		return exitUsage
 	}
-	cfg, err := machineconfig.Load(*config)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
-		return exitFail
-	}
 	userData, err := os.ReadFile(*config)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
 		return exitFail
 	}
+	carrier := &machineconfig.Carrier{Dir: filepath.Dir(*config), Tool: "kubeboot cidata", Reserved: []string{"user-data", "meta-data", "network-config"}}
+	cfg, err := machineconfig.ParseWithFiles(*config, userData, carrier.Read)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitFail
+	}
 	files := map[string][]byte{"user-data": userData}
-	sum := sha256.New()
-	sum.Write(userData)
+	for _, name := range carrier.Names {
+		// The role's share only: a worker's volume holds no private key.
+		files[name] = clustersecrets.Marshal(cfg.Kubernetes.Credentials.Bundle)
+	}
 	if *network != "" {
 		data, err := os.ReadFile(*network)
 		if err == nil {
@@ -67,7 +81,6 @@ func runCIDATA(args []string) int {
 			return exitFail
 		}
 		files["network-config"] = data
-		sum.Write(data)
 	}
 	for _, f := range extra {
 		data, err := os.ReadFile(f)
@@ -81,7 +94,11 @@ func runCIDATA(args []string) int {
 			return exitUsage
 		}
 		files[name] = data
-		sum.Write(data)
+	}
+	sum := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(sum, "%s %d\n", name, len(files[name]))
+		sum.Write(files[name])
 	}
 	if *instanceID == "" {
 		// A new id when the contents change: cloud-init treats a new
@@ -95,7 +112,12 @@ func runCIDATA(args []string) int {
 			epoch = n
 		}
 	}
-	if err := cidata.Write(*out, files, cidata.Options{Format: format, SourceDateEpoch: epoch}); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cidata.Write(ctx, *out, files, cidata.Options{Format: format, SourceDateEpoch: epoch}); err != nil {
+		if ctx.Err() != nil {
+			err = errors.New("interrupted; nothing was written")
+		}
 		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
 		return exitFail
 	}

@@ -37,10 +37,10 @@ func TestImageBuildFailsBeforeWritingOnMissingInputs(t *testing.T) {
 
 func TestCIDATA(t *testing.T) {
 	dir := t.TempDir()
-	if code := runCIDATA([]string{"--config", examplePath("worker.yaml")}); code != exitUsage {
+	if code := runCIDATA([]string{"--config", exampleConfig("worker.yaml")}); code != exitUsage {
 		t.Errorf("no -o: exit %d, want %d", code, exitUsage)
 	}
-	if code := runCIDATA([]string{"-o", filepath.Join(dir, "seed.qcow2"), "--config", examplePath("worker.yaml")}); code != exitUsage {
+	if code := runCIDATA([]string{"-o", filepath.Join(dir, "seed.qcow2"), "--config", exampleConfig("worker.yaml")}); code != exitUsage {
 		t.Errorf("bad extension: exit %d, want %d", code, exitUsage)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -55,7 +55,7 @@ func TestCIDATA(t *testing.T) {
 		t.Skip("xorriso not installed (scripts/setup-host.sh)")
 	}
 	seed := filepath.Join(dir, "seed.iso")
-	if code := runCIDATA([]string{"-o", seed, "--config", examplePath("worker.yaml"), "--network-config", examplePath("netplan/reference.yaml")}); code != exitOK {
+	if code := runCIDATA([]string{"-o", seed, "--config", exampleConfig("worker.yaml"), "--network-config", examplePath("netplan/reference.yaml")}); code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
 	out, err := exec.Command("xorriso", "-indev", seed, "-pvd_info").CombinedOutput()

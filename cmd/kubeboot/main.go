@@ -1,5 +1,6 @@
-// Command kubeboot is the user's tool: validate machine configs, pin and
-// fetch artifacts, build node images and NoCloud seed volumes.
+// Command kubeboot is the user's tool: make a cluster's secrets and its
+// nodes' machine configs, validate them, pin and fetch artifacts, build
+// node images and NoCloud seed volumes.
 package main
 
 import (
@@ -27,6 +28,8 @@ var commands = map[string]command{
 	"artifacts": {"pin, fetch and build artifacts: kubeboot artifacts lock|fetch|build|list", runArtifacts},
 	"image":     {"build a node disk image: kubeboot image build --spec FILE -o OUT", runImage},
 	"cidata":    {"make a NoCloud seed volume: kubeboot cidata -o seed.iso --config FILE", runCIDATA},
+	"secrets":   {"make a cluster's shared secrets: kubeboot secrets gen -o FILE", runSecrets},
+	"config":    {"write a node's machine config: kubeboot config gen --secrets FILE --role R --hostname H -o FILE", runConfig},
 }
 
 func main() { os.Exit(dispatch(os.Args[1:])) }

@@ -19,7 +19,7 @@ func validateFiles(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: kubeboot validate FILE...\n\nChecks machine configs; exit status 0 when all are valid, 1 when one is not, 2 on usage errors.")
+		fmt.Fprintln(stderr, "usage: kubeboot validate FILE...\n\nChecks machine configs and the secrets bundles they name; exit status 0 when all are valid, 1 when one is not, 2 on usage errors.")
 	}
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -30,7 +30,7 @@ func validateFiles(args []string, stdout, stderr io.Writer) int {
 	}
 	status := exitOK
 	for _, file := range fs.Args() {
-		if _, err := machineconfig.Load(file); err != nil {
+		if _, err := machineconfig.LoadWithFiles(file); err != nil {
 			fmt.Fprintln(stderr, err)
 			status = exitFail
 			continue

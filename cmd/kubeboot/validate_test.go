@@ -22,7 +22,7 @@ func runValidateCapture(args ...string) (code int, stdout, stderr string) {
 func TestValidateExamplesExitZero(t *testing.T) {
 	var args []string
 	for _, e := range examples {
-		args = append(args, examplePath(e))
+		args = append(args, exampleConfig(e))
 	}
 	code, stdout, stderr := runValidateCapture(args...)
 	if code != exitOK || stderr != "" {
@@ -39,7 +39,7 @@ func TestValidateUsage(t *testing.T) {
 	if code, _, stderr := runValidateCapture(); code != exitUsage || !strings.Contains(stderr, "usage: kubeboot validate FILE...") {
 		t.Errorf("no files: exit %d, stderr %q; want %d and usage", code, stderr, exitUsage)
 	}
-	if code, _, _ := runValidateCapture("--bogus", examplePath("worker.yaml")); code != exitUsage {
+	if code, _, _ := runValidateCapture("--bogus", exampleConfig("worker.yaml")); code != exitUsage {
 		t.Errorf("unknown flag: exit %d, want %d", code, exitUsage)
 	}
 	if code := dispatch([]string{"validate"}); code != exitUsage {
@@ -52,7 +52,7 @@ func TestValidateUsage(t *testing.T) {
 
 func TestValidateMissingFileFails(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
-	code, _, stderr := runValidateCapture(missing, examplePath("worker.yaml"))
+	code, _, stderr := runValidateCapture(missing, exampleConfig("worker.yaml"))
 	if code != exitFail || !strings.Contains(stderr, missing) {
 		t.Errorf("exit %d, stderr %q; want 1 naming the file", code, stderr)
 	}
@@ -76,7 +76,7 @@ func TestValidateBrokenExamples(t *testing.T) {
 		{"role master", "role: ", "role: master\n#", len("role: ") + 1, "role", `did you mean "control-plane"?`},
 	}
 	for _, example := range examples {
-		orig, err := os.ReadFile(examplePath(example))
+		orig, err := os.ReadFile(exampleConfig(example))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,12 +98,12 @@ func TestValidateBrokenExamples(t *testing.T) {
 					start := strings.LastIndex(text[:at], "[") + 1
 					col = start - strings.LastIndex(text[:at], "\n")
 				}
-				dir := t.TempDir()
-				file := filepath.Join(dir, example)
+				// Beside the bundle the examples name.
+				file := filepath.Join(filepath.Dir(exampleConfig(example)), "broken-"+example)
 				if err := os.WriteFile(file, []byte(broken), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				good := examplePath("worker.yaml")
+				good := exampleConfig("worker.yaml")
 				code, stdout, stderr := runValidateCapture(file, good)
 				if code != exitFail {
 					t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)

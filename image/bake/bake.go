@@ -9,6 +9,7 @@ package bake
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -91,6 +92,9 @@ func Bake(ctx context.Context, rootfs, dst string, opts Options) error {
 			return err
 		}
 	}
+	if err := homesOnState(dst); err != nil {
+		return err
+	}
 	if len(opts.Enable) > 0 {
 		if err := run(ctx, "systemctl", append([]string{"--root=" + dst, "enable"}, opts.Enable...)...); err != nil {
 			return err
@@ -98,6 +102,54 @@ func Bake(ctx context.Context, rootfs, dst string, opts Options) error {
 	}
 	if len(opts.Mask) > 0 {
 		if err := run(ctx, "systemctl", append([]string{"--root=" + dst, "mask"}, opts.Mask...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stateHomes are the home directories moved onto STATE, as Fedora CoreOS
+// does: the image's / is a read-only squashfs, so /home and /root become
+// relative links into /var (relative, so they also resolve inside a tree
+// mounted elsewhere), and their contents move with them. The initrd
+// copies the image's /var onto STATE on first boot; a tmpfiles.d line
+// (overlays/etc/tmpfiles.d/home.conf, provision.conf) makes the
+// directories on a STATE seeded by an older image.
+var stateHomes = []struct {
+	link, dir string
+	mode      os.FileMode
+}{
+	{"home", "var/home", 0o755},
+	{"root", "var/roothome", 0o700},
+}
+
+func homesOnState(root string) error {
+	for _, h := range stateHomes {
+		link, dir := filepath.Join(root, h.link), filepath.Join(root, h.dir)
+		info, err := os.Lstat(link)
+		switch {
+		case err == nil && info.IsDir():
+			// Rename keeps the contents with their owners and modes.
+			if err := os.Rename(link, dir); err != nil {
+				return fmt.Errorf("move /%s to /%s: %w", h.link, h.dir, err)
+			}
+		case err == nil || errors.Is(err, fs.ErrNotExist):
+			if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			if err := os.MkdirAll(dir, h.mode); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+		if err := os.Chmod(dir, h.mode); err != nil {
+			return err
+		}
+		if err := os.Lchown(dir, 0, 0); err != nil {
+			return err
+		}
+		if err := os.Symlink(h.dir, link); err != nil {
 			return err
 		}
 	}

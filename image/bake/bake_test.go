@@ -49,6 +49,7 @@ func TestBake(t *testing.T) {
 		"boot/initrd.img-6.12":            "debian's initrd",
 		"boot/vmlinuz-6.12":               "kernel",
 		"usr/lib/systemd/system/.keepdir": "",
+		"root/.bashrc":                    "# root's\n",
 	} {
 		write(t, rootfs, rel, data, 0o644)
 	}
@@ -100,6 +101,20 @@ func TestBake(t *testing.T) {
 		}
 		if st.Mode().Perm() != mode {
 			t.Errorf("%s mode %o, want %o", rel, st.Mode().Perm(), mode)
+		}
+	}
+	// Homes on STATE: links into /var, the contents moved along.
+	for link, dir := range map[string]string{"home": "var/home", "root": "var/roothome"} {
+		if got, err := os.Readlink(filepath.Join(dst, link)); err != nil || got != dir {
+			t.Errorf("/%s -> %q (%v), want %s", link, got, err, dir)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(dst, "var/roothome/.bashrc")); string(data) != "# root's\n" {
+		t.Errorf("root's files did not move to var/roothome: %q", data)
+	}
+	for dir, mode := range map[string]os.FileMode{"var/home": 0o755, "var/roothome": 0o700} {
+		if st, err := os.Lstat(filepath.Join(dst, dir)); err != nil || !st.IsDir() || st.Mode().Perm() != mode {
+			t.Errorf("%s: %v %v, want a directory %o", dir, st, err, mode)
 		}
 	}
 	// The cached rootfs is never changed.

@@ -189,6 +189,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	var rootDir string
 	if err := timed("root", func() (bool, error) {
 		dir, cached, err := steps.make("root", rootKey.sum(), func(tmp string) error {
+			if in.secret {
+				// The cached entry holds the baked config: root's only.
+				if err := os.Chmod(tmp, 0o700); err != nil {
+					return err
+				}
+			}
 			baked := filepath.Join(tmp, "tree")
 			files := append([]bake.File{{Path: PackagesLock, Source: filepath.Join(rootfsDir, "packages.lock"), Mode: 0o644}}, in.bakeFiles()...)
 			// The two halves are timed on their own (shown as root/bake and
@@ -204,6 +210,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			start = time.Now()
 			err := squashfs.Build(ctx, baked, filepath.Join(tmp, "root.squashfs"), squashfs.Options{SourceDateEpoch: o.SourceDateEpoch})
 			res.Steps = append(res.Steps, Step{Name: "root/squashfs", Duration: time.Since(start)})
+			if err == nil && in.secret {
+				err = os.Chmod(filepath.Join(tmp, "root.squashfs"), 0o600)
+			}
 			return err
 		})
 		rootDir = dir
@@ -262,13 +271,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		seed.add("esp", espKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
-		if err := writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
+		if err := writeAtomically(o.Output, diskMode(in.secret), func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
 			return false, err
 		}
 		// The exact Debian package versions, next to the image for review
 		// and diffs between builds (the image has them in PackagesLock).
 		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
-		return false, writeAtomically(res.PackagesLock, func(tmp string) error {
+		return false, writeAtomically(res.PackagesLock, 0o644, func(tmp string) error {
 			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)
 		})
 	}); err != nil {
@@ -277,7 +286,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if in.qcow2 {
 		res.QCOW2 = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".qcow2"
 		if err := timed("qcow2", func() (bool, error) {
-			return false, writeAtomically(res.QCOW2, func(tmp string) error {
+			return false, writeAtomically(res.QCOW2, diskMode(in.secret), func(tmp string) error {
 				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
 			})
 		}); err != nil {
@@ -304,16 +313,37 @@ func espFiles(tree, kver, initrdPath string) []esp.File {
 	}
 }
 
-// writeAtomically makes path through a temporary name in the same
-// directory, so an interrupted build never leaves a partial file there.
-func writeAtomically(path string, write func(tmp string) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// diskMode is the mode of a disk image: one holding a baked config (and
+// so join credentials) is as private as the config.
+func diskMode(secret bool) os.FileMode {
+	if secret {
+		return 0o600
+	}
+	return 0o644
+}
+
+// writeAtomically makes path with mode perm through a temporary file in a
+// 0700 directory beside it, so an interrupted build never leaves a partial
+// file there and nobody else can read a private one while it is written.
+// The directory of a private file is made 0700 when it is created.
+func writeAtomically(path string, perm os.FileMode, write func(tmp string) error) error {
+	dirPerm := os.FileMode(0o755)
+	if perm&0o077 == 0 {
+		dirPerm = 0o700
+	}
+	if err := os.MkdirAll(filepath.Dir(path), dirPerm); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+strconv.Itoa(os.Getpid()))
-	_ = os.Remove(tmp)
+	work, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	tmp := filepath.Join(work, filepath.Base(path))
 	if err := write(tmp); err != nil {
-		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

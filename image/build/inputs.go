@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/image/aptmirror"
 	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/bake"
@@ -40,6 +41,10 @@ type inputs struct {
 	enable, mask    []string
 	diskSize        int64
 	qcow2           bool
+	// secret is set when a baked machine config holds join credentials:
+	// the root squashfs and the disk images are then 0600 in 0700
+	// directories on the build host.
+	secret bool
 }
 
 // resolve reads the spec (and, unless OSOnly, the artifacts it pins) and
@@ -108,11 +113,7 @@ func resolve(o Options) (*inputs, error) {
 	}
 	in.enable = append(in.enable, "bootstrapd.service")
 	if o.MachineConfig != "" {
-		if _, err := machineconfig.Load(o.MachineConfig); err != nil {
-			return nil, fmt.Errorf("--machine-config: %w", err)
-		}
-		// 0600: the config may hold join credentials.
-		if err := in.addFile(bake.File{Path: source.BakedPath, Source: o.MachineConfig, Mode: 0o600}, "machine config %s not found"); err != nil {
+		if err := in.addMachineConfig(o.MachineConfig); err != nil {
 			return nil, err
 		}
 	}
@@ -133,6 +134,29 @@ func resolve(o Options) (*inputs, error) {
 	}
 	sort.Slice(in.files, func(i, j int) bool { return in.files[i].Path < in.files[j].Path })
 	return in, nil
+}
+
+// addMachineConfig bakes the config at source.BakedPath and the secrets
+// bundle it names beside it, the role's share only (a worker's image holds
+// no private key). Both are 0600, and the image holding them is private
+// on the build host too (secret).
+func (in *inputs) addMachineConfig(config string) error {
+	data, err := os.ReadFile(config)
+	if err != nil {
+		return fmt.Errorf("--machine-config: %w", err)
+	}
+	dir := path.Dir(source.BakedPath)
+	carrier := &machineconfig.Carrier{Dir: filepath.Dir(config), Tool: "kubeboot image build", Reserved: []string{path.Base(source.BakedPath), path.Base(PackagesLock), path.Base(ImagesDir)}}
+	cfg, err := machineconfig.ParseWithFiles(config, data, carrier.Read)
+	if err != nil {
+		return fmt.Errorf("--machine-config: %w", err)
+	}
+	in.addData(source.BakedPath, data, 0o600)
+	for _, name := range carrier.Names {
+		in.addData(path.Join(dir, name), clustersecrets.Marshal(cfg.Kubernetes.Credentials.Bundle), 0o600)
+	}
+	in.secret = true
+	return nil
 }
 
 // addArtifacts installs the node binaries, CNI plugins and image archives.

@@ -1,10 +1,15 @@
 package build
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 func TestResolveNamesWhatIsMissing(t *testing.T) {
@@ -53,18 +58,70 @@ func TestResolveNamesWhatIsMissing(t *testing.T) {
 	if _, err := resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: bad}); err == nil || !strings.Contains(err.Error(), "--machine-config") {
 		t.Errorf("invalid machine config: err = %v", err)
 	}
-	good, _ := filepath.Abs("../../configs/worker.yaml")
+	// The example worker names secrets.yaml next to it: the image gets the
+	// worker's share of the bundle beside the baked config, both 0600.
+	secrets, err := clustersecrets.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	example, _ := os.ReadFile("../../configs/worker.yaml")
+	good := filepath.Join(dir, "worker.yaml")
+	os.WriteFile(good, example, 0o600)
+	os.WriteFile(filepath.Join(dir, "secrets.yaml"), clustersecrets.Marshal(secrets), 0o600)
 	in, err = resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: good})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var baked *fileInput
+	baked := map[string]*fileInput{}
 	for i := range in.files {
-		if in.files[i].Path == "/usr/share/kubeboot/machine.yaml" {
-			baked = &in.files[i]
+		baked[in.files[i].Path] = &in.files[i]
+	}
+	if f := baked["/usr/share/kubeboot/machine.yaml"]; f == nil || f.Mode != 0o600 || string(f.Data) != string(example) {
+		t.Errorf("machine config not baked 0600 at the path bootstrapd reads: %+v", f)
+	}
+	f := baked["/usr/share/kubeboot/secrets.yaml"]
+	if f == nil || f.Mode != 0o600 {
+		t.Fatalf("bundle not baked 0600 next to the config: %+v", f)
+	}
+	b, err := machineconfig.ParseBundle("baked", f.Data)
+	if err != nil || b.HasPrivateKeys() || b.CA.Cert != secrets.CA.Cert || b.Token != secrets.Token {
+		t.Errorf("the worker's image must hold the CA certificate and token only (%v)", err)
+	}
+	if !in.secret {
+		t.Error("an image with a baked config is not marked private")
+	}
+
+	// A bundle the build cannot carry is refused at the field naming it.
+	abs := filepath.Join(dir, "abs.yaml")
+	os.WriteFile(abs, []byte(strings.Replace(string(example), "secretsBundle: secrets.yaml", "secretsBundle: /etc/kubeboot/secrets.yaml", 1)), 0o600)
+	line := 1 + strings.Count(string(example)[:strings.Index(string(example), "secretsBundle:")], "\n")
+	_, err = resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: abs})
+	if want := fmt.Sprintf("%s:%d:20: kubernetes.credentials.secretsBundle: secretsBundle \"/etc/kubeboot/secrets.yaml\": kubeboot image build carries", abs, line); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("absolute bundle path: err = %v, want %q", err, want)
+	}
+	os.Remove(filepath.Join(dir, "secrets.yaml"))
+	if _, err = resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: good}); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing bundle: err = %v", err)
+	}
+}
+
+// An output holding a baked config is private while and after it is
+// written; an interrupted write leaves nothing beside it.
+func TestWriteAtomicallyPrivate(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out", "node.raw")
+	if err := writeAtomically(out, 0o600, func(tmp string) error { return os.WriteFile(tmp, []byte("disk"), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{out: 0o600, filepath.Dir(out): 0o700} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want %o", p, st, err, want)
 		}
 	}
-	if baked == nil || baked.Mode != 0o600 {
-		t.Errorf("machine config not baked 0600 at the path bootstrapd reads: %+v", baked)
+	if err := writeAtomically(filepath.Join(filepath.Dir(out), "x.raw"), 0o600, func(tmp string) error { return errors.New("interrupted") }); err == nil {
+		t.Error("a failed write succeeded")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
+		t.Errorf("left behind: %v", entries)
 	}
 }

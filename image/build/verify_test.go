@@ -106,6 +106,12 @@ func TestBuiltImage(t *testing.T) {
 		"/etc/systemd/system/apt-daily.timer":                            "lrwxrwxrwx root/root -> /dev/null",
 		"/etc/systemd/system/apt-daily-upgrade.timer":                    "lrwxrwxrwx root/root -> /dev/null",
 		"/etc/machine-id": "-rw-r--r-- root/root",
+		// Homes on STATE (the root is read-only), and the console banner.
+		"/home":                          "lrwxrwxrwx root/root -> var/home",
+		"/root":                          "lrwxrwxrwx root/root -> var/roothome",
+		"/var/home":                      "drwxr-xr-x root/root",
+		"/var/roothome":                  "drwx------ root/root",
+		"/etc/issue.d/50-kubeboot.issue": "lrwxrwxrwx root/root -> /run/kubeboot/issue",
 	}
 	if strings.Contains(string(listing), "squashfs-root/usr/bin/kubelet") {
 		for _, b := range []string{"kubeadm", "kubelet", "kubectl", "crictl", "containerd", "containerd-shim-runc-v2", "ctr", "runc"} {

@@ -5,6 +5,7 @@ package cidata
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"kubeboot.dev/kubeboot/atomicfile"
 )
 
 // Label is the NoCloud volume label.
@@ -43,22 +46,42 @@ type Options struct {
 	SourceDateEpoch int64 // timestamps of the volume and its files
 }
 
-// Write makes the volume at out (through a temporary name, renamed on
-// success) holding files, a map from name (no directories) to contents.
-func Write(out string, files map[string][]byte, opts Options) error {
-	stage, err := os.MkdirTemp("", "kubeboot-cidata-")
+// Write makes the volume at out holding files, a map from name (no
+// directories) to contents. The volume carries a machine config, which
+// holds join credentials, so everything is private: the volume is 0600,
+// its directory 0700 when Write creates it, and the files are staged and
+// the volume built in a 0700 directory beside out, renamed into place on
+// success and removed on any failure or when ctx is cancelled (Ctrl-C).
+func Write(ctx context.Context, out string, files map[string][]byte, opts Options) error {
+	out, err := filepath.Abs(out) // the tools run in the staging directory
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(stage)
-	names := make([]string, 0, len(files))
-	var total int64
-	for name, data := range files {
+	for name := range files {
 		if name == "" || strings.ContainsAny(name, "/\\") {
 			return fmt.Errorf("NoCloud file name %q must be a plain file name", name)
 		}
+	}
+	if opts.Format != ISO && opts.Format != FAT {
+		return fmt.Errorf("unknown NoCloud volume format %q", opts.Format)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	stage, tmp := filepath.Join(work, "files"), filepath.Join(work, "volume")
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(files))
+	var total int64
+	for name, data := range files {
 		p := filepath.Join(stage, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
+		if err := os.WriteFile(p, data, 0o600); err != nil {
 			return err
 		}
 		if err := os.Chtimes(p, unix(opts.SourceDateEpoch), unix(opts.SourceDateEpoch)); err != nil {
@@ -68,25 +91,21 @@ func Write(out string, files map[string][]byte, opts Options) error {
 		total += int64(len(data))
 	}
 	sort.Strings(names)
-	tmp := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".tmp-"+strconv.Itoa(os.Getpid()))
-	_ = os.Remove(tmp)
-	defer os.Remove(tmp)
 	epoch := strconv.FormatInt(opts.SourceDateEpoch, 10)
 	env := append(os.Environ(), "SOURCE_DATE_EPOCH="+epoch, "MTOOLS_SKIP_CHECK=1", "TZ=UTC")
 	switch opts.Format {
 	case ISO:
 		args := []string{"-as", "mkisofs", "-quiet", "-o", tmp, "-V", "cidata", "-J", "-R"}
 		args = append(args, names...)
-		cmd := exec.Command("xorriso", args...)
+		cmd := envCmd(ctx, env, "xorriso", args...)
 		cmd.Dir = stage
-		cmd.Env = env
 		if err := runCmd(cmd); err != nil {
 			return err
 		}
 	case FAT:
 		// FAT12 holds a few MiB; leave room for a secrets bundle.
 		size := (total/(1<<20) + 2) << 20
-		f, err := os.Create(tmp)
+		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}
@@ -95,22 +114,29 @@ func Write(out string, files map[string][]byte, opts Options) error {
 			return err
 		}
 		f.Close()
-		if err := runCmd(envCmd(env, "mkfs.vfat", "--invariant", "-i", "c1da7a00", "-n", Label, tmp)); err != nil {
+		if err := runCmd(envCmd(ctx, env, "mkfs.vfat", "--invariant", "-i", "c1da7a00", "-n", Label, tmp)); err != nil {
 			return err
 		}
 		for _, n := range names {
-			if err := runCmd(envCmd(env, "mcopy", "-o", "-i", tmp, filepath.Join(stage, n), "::/"+n)); err != nil {
+			if err := runCmd(envCmd(ctx, env, "mcopy", "-o", "-i", tmp, filepath.Join(stage, n), "::/"+n)); err != nil {
 				return err
 			}
 		}
-	default:
-		return fmt.Errorf("unknown NoCloud volume format %q", opts.Format)
 	}
-	return os.Rename(tmp, out)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(out))
 }
 
-func envCmd(env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(name, args...)
+func envCmd(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = env
 	return cmd
 }

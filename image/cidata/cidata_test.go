@@ -2,12 +2,14 @@ package cidata
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/clustersecrets"
 )
 
 // TestWriteReadByBootstrapd writes both volume formats and reads them back
@@ -17,11 +19,15 @@ func TestWriteReadByBootstrapd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	secrets, err := clustersecrets.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{
 		"user-data": userData,
 		"meta-data": []byte("instance-id: \"i-1\"\nlocal-hostname: \"controller.home.local\"\n"),
 		// controller.yaml names a secrets bundle next to user-data.
-		"secrets.yaml": []byte("# bundle\n"),
+		"secrets.yaml": clustersecrets.Marshal(secrets),
 	}
 	for _, tc := range []struct {
 		out   string
@@ -42,7 +48,7 @@ func TestWriteReadByBootstrapd(t *testing.T) {
 			}
 			dir := t.TempDir()
 			out := filepath.Join(dir, tc.out)
-			if err := Write(out, files, Options{Format: format, SourceDateEpoch: 315532800}); err != nil {
+			if err := Write(context.Background(), out, files, Options{Format: format, SourceDateEpoch: 315532800}); err != nil {
 				t.Fatal(err)
 			}
 			// Every file reads back byte for byte with mtools/xorriso's
@@ -73,7 +79,14 @@ func TestWriteReadByBootstrapd(t *testing.T) {
 			if res.Config.Hostname != "controller.home.local" {
 				t.Errorf("hostname %q", res.Config.Hostname)
 			}
-			if out2 := filepath.Join(dir, "again-"+tc.out); Write(out2, files, Options{Format: format, SourceDateEpoch: 315532800}) == nil {
+			if res.Secrets == nil || *res.Secrets != *secrets {
+				t.Error("the bundle on the volume was not read")
+			}
+			// The volume holds secrets: private on the build host.
+			if st, _ := os.Stat(out); st.Mode().Perm() != 0o600 {
+				t.Errorf("volume mode %v, want 0600", st.Mode())
+			}
+			if out2 := filepath.Join(dir, "again-"+tc.out); Write(context.Background(), out2, files, Options{Format: format, SourceDateEpoch: 315532800}) == nil {
 				a, _ := os.ReadFile(out)
 				b, _ := os.ReadFile(out2)
 				if !bytes.Equal(a, b) {
@@ -96,7 +109,32 @@ func TestFormatFor(t *testing.T) {
 	if _, err := FormatFor("seed.qcow2"); err == nil {
 		t.Error("seed.qcow2 accepted")
 	}
-	if err := Write(filepath.Join(t.TempDir(), "x.iso"), map[string][]byte{"../etc": nil}, Options{Format: ISO}); err == nil {
+	if err := Write(context.Background(), filepath.Join(t.TempDir(), "x.iso"), map[string][]byte{"../etc": nil}, Options{Format: ISO}); err == nil {
 		t.Error("a file name with a slash was accepted")
+	}
+}
+
+// A missing output directory is made private; a cancelled write (Ctrl-C)
+// leaves nothing behind, neither the volume nor the staged files.
+func TestWritePrivateAndCancelled(t *testing.T) {
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		t.Skip("xorriso not installed (scripts/setup-host.sh)")
+	}
+	files := map[string][]byte{"user-data": []byte("token: s3cr3t\n")}
+	out := filepath.Join(t.TempDir(), "seeds", "seed.iso")
+	if err := Write(context.Background(), out, files, Options{Format: ISO, SourceDateEpoch: 315532800}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Dir(out)); st.Mode().Perm() != 0o700 {
+		t.Errorf("created directory mode %v, want 0700", st.Mode())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	again := filepath.Join(filepath.Dir(out), "again.iso")
+	if err := Write(ctx, again, files, Options{Format: ISO}); err == nil {
+		t.Fatal("a cancelled write succeeded")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
+		t.Errorf("a cancelled write left %v", entries)
 	}
 }

@@ -35,9 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"kubeboot.dev/kubeboot/image/fetch"
-	"kubeboot.dev/kubeboot/image/lock"
-	"kubeboot.dev/kubeboot/image/spec"
+	"kubeboot.dev/kubeboot/internal/cachetest"
 )
 
 // Options choose what runs besides etcd and kube-apiserver.
@@ -115,38 +113,16 @@ type EtcdMember struct {
 // Binaries are the cached binaries the control plane needs.
 var Binaries = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager"}
 
-// binaries finds Binaries in the artifact cache by their sha256 in
-// configs/image.lock (KUBEBOOT_TEST_SPEC names another spec), or skips the
-// test naming what is missing.
+// binaries finds Binaries in the artifact cache by configs/image.lock
+// (internal/cachetest), or skips the test naming what is missing.
 func binaries(tb testing.TB) map[string]string {
 	tb.Helper()
 	if runtime.GOOS != "linux" {
 		tb.Skip("the control plane binaries are linux/amd64")
 	}
-	_, self, _, _ := runtime.Caller(0)
-	specPath := filepath.Join(filepath.Dir(self), "..", "..", "configs", "image.yaml")
-	if p := os.Getenv("KUBEBOOT_TEST_SPEC"); p != "" {
-		specPath = p
-	}
-	dir, err := fetch.DefaultDir()
-	if err != nil {
-		tb.Skipf("no artifact cache: %v", err)
-	}
-	cache, err := fetch.Open(dir)
-	if err != nil {
-		tb.Skipf("no artifact cache: %v", err)
-	}
-	l, err := lock.Read(spec.LockPathFor(specPath))
-	if err != nil {
-		tb.Skipf("no lock for %s: %v", specPath, err)
-	}
 	out := map[string]string{}
 	for _, name := range Binaries {
-		f, ok := l.File(name)
-		if !ok || !cache.HasFile(f.SHA256) {
-			tb.Skipf("%s of %s is not in the artifact cache %s (run make artifacts)", name, spec.LockPathFor(specPath), dir)
-		}
-		out[name] = cache.FilePath(f.SHA256)
+		out[name] = cachetest.File(tb, name)
 	}
 	return out
 }
