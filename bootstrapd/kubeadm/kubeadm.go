@@ -36,18 +36,13 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // Paths on the node.
 const (
 	// Binary is the image's kubeadm, run on the machine itself.
 	Binary = "/usr/bin/kubeadm"
-	// PKIDir is kubeadm's certificatesDir.
-	PKIDir = "/etc/kubernetes/pki"
-	// AdminConf is the admin kubeconfig kubeadm writes on control planes.
-	AdminConf = "/etc/kubernetes/admin.conf"
-	// KubeletConf is the kubelet's kubeconfig, on every node once joined.
-	KubeletConf = "/etc/kubernetes/kubelet.conf"
 	// succeededFile, in the state directory, marks a kubeadm run that
 	// returned 0: a power cut between it and the engine's record must not
 	// make the next boot reset a working node.
@@ -106,7 +101,7 @@ func (s *Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error
 		c = append(c, stage.Change("kubeadm reset: "+leftovers(env)))
 	}
 	if secrets := s.pkiSecrets(env.Config); secrets != nil {
-		c = append(c, stage.Change("install the cluster CAs into "+PKIDir))
+		c = append(c, stage.Change("install the cluster CAs into "+nodepath.PKIDir))
 	}
 	return append(c, stage.Change(s.command(env.Config))), nil
 }
@@ -143,12 +138,12 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 		changes = append(changes, stage.Change("kubeadm reset: "+why))
 	}
 	if secrets := s.pkiSecrets(cfg); secrets != nil {
-		written, err := clustersecrets.InstallPKI(env.Path(PKIDir), secrets)
+		written, err := clustersecrets.InstallPKI(env.Path(nodepath.PKIDir), secrets)
 		if err != nil {
-			return changes, fmt.Errorf("install the cluster CAs into %s: %w", PKIDir, err)
+			return changes, fmt.Errorf("install the cluster CAs into %s: %w", nodepath.PKIDir, err)
 		}
 		if len(written) > 0 {
-			changes = append(changes, stage.Change(fmt.Sprintf("install the cluster CAs into %s (%s)", PKIDir, strings.Join(written, ", "))))
+			changes = append(changes, stage.Change(fmt.Sprintf("install the cluster CAs into %s (%s)", nodepath.PKIDir, strings.Join(written, ", "))))
 		}
 	}
 	if s.join {
@@ -267,7 +262,7 @@ func (s *Stage) reset(ctx context.Context, out *output) error {
 
 // leftovers says what an interrupted kubeadm left on the node, or "".
 func leftovers(env *stage.Env) string {
-	for _, p := range []string{KubeletConf, "/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/kubernetes/manifests/etcd.yaml", "/var/lib/etcd/member", "/var/lib/kubelet/config.yaml"} {
+	for _, p := range []string{nodepath.KubeletConf, "/etc/kubernetes/manifests/kube-apiserver.yaml", "/etc/kubernetes/manifests/etcd.yaml", "/var/lib/etcd/member", "/var/lib/kubelet/config.yaml"} {
 		if _, err := os.Stat(env.Path(p)); err == nil {
 			return p + " is left from an earlier attempt"
 		} else if !errors.Is(err, os.ErrNotExist) {

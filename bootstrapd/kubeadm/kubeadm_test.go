@@ -15,6 +15,7 @@ import (
 	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/internal/cachetest"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // initConfig is configs/controller.yaml with fresh cluster secrets inline.
@@ -79,12 +80,12 @@ func TestInitStopsAtPreflightOnThisHost(t *testing.T) {
 		}
 	}
 	for path, mode := range map[string]os.FileMode{
-		filepath.Join(stateDir, "kubeadm.yaml"):           0o600,
-		stateDir:                                          0o700 | os.ModeDir,
-		filepath.Join(root, PKIDir, "ca.key"):             0o600,
-		filepath.Join(root, PKIDir, "etcd", "ca.key"):     0o600,
-		filepath.Join(root, PKIDir, "front-proxy-ca.key"): 0o600,
-		filepath.Join(root, PKIDir, "sa.key"):             0o600,
+		filepath.Join(stateDir, "kubeadm.yaml"): 0o600,
+		stateDir:                                0o700 | os.ModeDir,
+		filepath.Join(root, nodepath.PKIDir, "ca.key"):             0o600,
+		filepath.Join(root, nodepath.PKIDir, "etcd", "ca.key"):     0o600,
+		filepath.Join(root, nodepath.PKIDir, "front-proxy-ca.key"): 0o600,
+		filepath.Join(root, nodepath.PKIDir, "sa.key"):             0o600,
 	} {
 		if info, err := os.Stat(path); err != nil || info.Mode() != mode {
 			t.Errorf("%s: %v %v, want mode %v", path, info, err, mode)

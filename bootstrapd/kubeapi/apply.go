@@ -1,4 +1,9 @@
-package podnetwork
+// Package kubeapi is how bootstrapd talks to its cluster's API server from
+// the node: the node's own credentials (admin.conf on control planes,
+// kubelet.conf everywhere) read under the stage's root, server-side apply
+// of manifests kept in the repository, and which errors clear by
+// themselves (the API server not up yet).
+package kubeapi
 
 import (
 	"context"
@@ -54,7 +59,8 @@ func (c *client) resource(o *unstructured.Unstructured) (dynamic.ResourceInterfa
 	return c.dyn.Resource(m.Resource), nil
 }
 
-func describe(o *unstructured.Unstructured) string {
+// Describe names an object as changes do: "Kind namespace/name".
+func Describe(o *unstructured.Unstructured) string {
 	if ns := o.GetNamespace(); ns != "" {
 		return o.GetKind() + " " + ns + "/" + o.GetName()
 	}
@@ -83,18 +89,18 @@ func run(ctx context.Context, rc *rest.Config, objs []*unstructured.Unstructured
 	for _, o := range objs {
 		ri, err := c.resource(o)
 		if err != nil {
-			return changes, classify(err)
+			return changes, Temporary(err)
 		}
 		live, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			live = nil
 		case err != nil:
-			return changes, classify(fmt.Errorf("get %s: %w", describe(o), err))
+			return changes, Temporary(fmt.Errorf("get %s: %w", Describe(o), err))
 		}
 		if dryRun && live == nil {
 			// A dry run in a namespace not created yet would fail.
-			changes = append(changes, stage.Change("create "+describe(o)))
+			changes = append(changes, stage.Change("create "+Describe(o)))
 			continue
 		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
@@ -103,13 +109,13 @@ func run(ctx context.Context, rc *rest.Config, objs []*unstructured.Unstructured
 		}
 		applied, err := ri.Apply(ctx, o.GetName(), o, opts)
 		if err != nil {
-			return changes, classify(fmt.Errorf("apply %s: %w", describe(o), err))
+			return changes, Temporary(fmt.Errorf("apply %s: %w", Describe(o), err))
 		}
 		switch {
 		case live == nil:
-			changes = append(changes, stage.Change("create "+describe(o)))
+			changes = append(changes, stage.Change("create "+Describe(o)))
 		case changed(live, applied, dryRun):
-			changes = append(changes, stage.Change("update "+describe(o)))
+			changes = append(changes, stage.Change("update "+Describe(o)))
 		}
 	}
 	return changes, nil
@@ -133,10 +139,10 @@ func changed(live, applied *unstructured.Unstructured, dryRun bool) bool {
 	return !equality.Semantic.DeepEqual(strip(live), strip(applied))
 }
 
-// classify marks what clears by itself as temporary: the API server not
+// Temporary marks what clears by itself as temporary: the API server not
 // listening yet, timeouts, overload, and a resource whose API is not
 // served yet right after start.
-func classify(err error) error {
+func Temporary(err error) error {
 	var ne net.Error
 	switch {
 	case utilnet.IsConnectionRefused(err), utilnet.IsProbableEOF(err), errors.As(err, &ne) && ne.Timeout(),
