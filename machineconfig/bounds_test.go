@@ -10,6 +10,22 @@ import (
 const boundsHead = "apiVersion: kubeboot.dev/v1alpha1\nkind: MachineConfig\nrole: init\nhostname: a.example.com\n" +
 	"kubernetes:\n  version: v1.37.2\n  controlPlaneEndpoint: a.example.com:6443\n"
 
+// Issue 10 item 9: system.modules: ["--version"] passed validation and
+// reached modprobe as an option.
+func TestModuleNamesThatAreOptions(t *testing.T) {
+	for _, m := range []string{"--version", "-r", "-", "a b", "x/y", "../evil", strings.Repeat("m", 56)} {
+		_, err := Parse("m.yaml", []byte(boundsHead+"system:\n  modules: [br_netfilter, "+fmt.Sprintf("%q", m)+"]\n"))
+		if err == nil || !strings.Contains(err.Error(), "m.yaml:9:27: system.modules[1]: invalid kernel module name") {
+			t.Errorf("module %q: err = %v, want it rejected at m.yaml:9:27", m, err)
+		}
+	}
+	for _, m := range []string{"br_netfilter", "nf-conntrack", "_x", strings.Repeat("m", 55)} {
+		if _, err := Parse("m.yaml", []byte(boundsHead+"system:\n  modules: ["+m+"]\n")); err != nil {
+			t.Errorf("module %q: %v", m, err)
+		}
+	}
+}
+
 // Issue 10 item 2: a 4 MB config took 600 MB and 49 s and every one of its
 // errors was reported; /dev/zero ran out of memory.
 func TestSizeAndErrorBounds(t *testing.T) {

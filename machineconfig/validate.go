@@ -569,7 +569,11 @@ func (c *checker) firewall(cfg *MachineConfig) {
 }
 
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
-var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+// moduleRE is a kernel module name as modprobe takes it: letters, digits,
+// '_' and '-' (the same to modprobe), at most 55 bytes (the kernel's
+// MODULE_NAME_LEN less its NUL), never starting with '-', which modprobe
+// would read as an option ("--version", "-r").
+var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,54}$`)
 
 func (c *checker) system(s *System) {
 	for _, k := range keys(s.Sysctls) {
@@ -583,7 +587,7 @@ func (c *checker) system(s *System) {
 	}
 	for i, m := range s.Modules {
 		if !moduleRE.MatchString(m) {
-			c.add(index("system.modules", i), "invalid kernel module name %q", m)
+			c.add(index("system.modules", i), "invalid kernel module name %q: expected letters, digits, '_' or '-', not starting with '-', at most 55 characters", m)
 		}
 	}
 }
