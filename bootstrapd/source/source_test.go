@@ -129,7 +129,7 @@ func TestNoCloudVolumes(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !strings.HasPrefix(res.Source, "NoCloud volume "+filepath.Join(root, "dev/disk/by-label", tc.label)+" ("+tc.fsType) ||
-				!strings.Contains(res.Source, "label "+tc.label) {
+				!strings.Contains(res.Source, "label \""+tc.label+"\"") {
 				t.Errorf("Source = %q", res.Source)
 			}
 			if res.InstanceID != "iid-worker-01" {
