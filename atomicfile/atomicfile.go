@@ -15,10 +15,11 @@ import (
 )
 
 // Write replaces path with data and mode perm. Missing parent directories
-// are created with dirPerm.
+// are created with dirPerm; a private dirPerm is enforced on the file's own
+// directory even when it exists (see MkdirAll).
 func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, dirPerm); err != nil {
+	if err := MkdirAll(dir, dirPerm); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -46,6 +47,27 @@ func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// MkdirAll is os.MkdirAll, and when perm is private (no group or other
+// bits) an existing dir that grants more is narrowed to perm: the initrd
+// creates /var/lib/kubeboot 0755 before bootstrapd first runs, and a
+// directory meant for root's eyes only must not stay readable by all.
+func MkdirAll(dir string, perm fs.FileMode) error {
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	if perm&0o077 != 0 {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&^perm != 0 {
+		return os.Chmod(dir, perm)
+	}
+	return nil
 }
 
 // WriteIfChanged is Write, skipped when path already holds exactly data;

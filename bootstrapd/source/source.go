@@ -83,6 +83,10 @@ func (r *Result) Install(root string) error {
 		return nil
 	}
 	p := filepath.Join(root, BundlePath)
+	// The directory is made private even when the bundle is already there.
+	if err := atomicfile.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("install the secrets bundle at %s: %w", BundlePath, err)
+	}
 	if cur, err := os.ReadFile(p); err == nil && bytes.Equal(cur, r.SecretsBundle) {
 		return nil
 	}

@@ -1,0 +1,31 @@
+package source
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Issue 10 item 9, the same class as the state directory: a secrets
+// directory that exists 0755 (made by hand, or by an older initrd) with
+// the bundle already in it is made 0700 too.
+func TestInstallMakesAnExistingBundleDirPrivate(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, BundlePath)
+	bundle := []byte("ca: not-a-real-key\n")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, bundle, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Result{SecretsBundle: bundle}).Install(root); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Dir(p)); st.Mode().Perm() != 0o700 {
+		t.Errorf("secrets directory mode %v, want 0700", st.Mode().Perm())
+	}
+}
