@@ -24,15 +24,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"kubeboot.dev/kubeboot/atomicfile"
+	"kubeboot.dev/kubeboot/internal/redact"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -60,8 +63,9 @@ type Options struct {
 type Result struct {
 	Config *machineconfig.MachineConfig
 	// Source says where the config came from, e.g. "kernel command line
-	// https://10.0.0.1/m.yaml" or "NoCloud volume /dev/sr0 (iso9660, label
-	// cidata)". It never holds a secret (a URL's userinfo is dropped).
+	// https://10.0.0.1/m.yaml (redirected to https://10.0.0.2/m.yaml)" or
+	// "NoCloud volume /dev/sr0 (iso9660, label "cidata")". It never holds a
+	// secret: URLs are redacted (package redact).
 	Source string
 	// InstanceID is the NoCloud meta-data instance-id, if any.
 	InstanceID string
@@ -112,7 +116,7 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 		return &Result{Config: cfg, Source: "--config " + o.ConfigPath}, nil
 	}
 
-	cmdline, err := os.ReadFile(filepath.Join(o.Root, "/proc/cmdline"))
+	cmdline, err := readCmdline(filepath.Join(o.Root, "/proc/cmdline"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read the kernel command line: %w", err)
 	}
@@ -135,6 +139,19 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 		return &Result{Config: cfg, Source: "image " + BakedPath}, nil
 	}
 	return nil, fmt.Errorf("%w: tried --config, kubeboot.config= on the kernel command line, a NoCloud volume labelled CIDATA/cidata and %s; provide one of them", ErrNoConfig, BakedPath)
+}
+
+// maxCmdline bounds the command line read: the kernel's own limit
+// (COMMAND_LINE_SIZE) is 2048 bytes on x86.
+const maxCmdline = 64 << 10
+
+func readCmdline(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxCmdline))
 }
 
 // ParseCmdline splits a kernel command line into its kubeboot.* parameters.
@@ -177,25 +194,37 @@ func splitCmdline(s string) []string {
 }
 
 func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, error) {
+	if pin != "" && !pinRE.MatchString(pin) {
+		return nil, fmt.Errorf("kernel command line: kubeboot.config.sha256=%q: expected 64 hex digits, optionally prefixed sha256:", pin)
+	}
 	switch {
 	case strings.HasPrefix(loc, "http://"), strings.HasPrefix(loc, "https://"):
-		data, shown, err := fetchHTTP(ctx, o, loc, pin)
+		got, err := fetchHTTP(ctx, o, loc, pin)
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := machineconfig.Parse(shown, data)
+		cfg, err := machineconfig.Parse(got.final, got.data)
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Config: cfg, Source: "kernel command line " + shown}, nil
+		src := "kernel command line " + got.shown
+		if got.final != got.shown {
+			src += " (redirected to " + got.final + ")"
+		}
+		return &Result{Config: cfg, Source: src}, nil
 	case strings.HasPrefix(loc, "file://"):
 		loc = strings.TrimPrefix(loc, "file://")
 	case strings.HasPrefix(loc, "/"):
 	default:
-		return nil, fmt.Errorf("kernel command line: kubeboot.config=%q: expected an absolute path, file:///path or http(s)://URL", loc)
+		shown := loc
+		if strings.Contains(loc, "://") {
+			shown = redact.URL(loc) // another scheme's URL may carry credentials too
+		}
+		return nil, fmt.Errorf("kernel command line: kubeboot.config=%q: expected an absolute path, file:///path or http(s)://URL", shown)
 	}
 	path := filepath.Join(o.Root, loc)
-	data, err := os.ReadFile(path)
+	// One read: the bytes checked against the pin are the bytes parsed.
+	data, err := machineconfig.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("kernel command line kubeboot.config=%s: %w", loc, err)
 	}
@@ -204,9 +233,11 @@ func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, erro
 			return nil, err
 		}
 	}
-	cfg, err := machineconfig.Load(path)
+	cfg, err := machineconfig.LoadBytes(path, data)
 	if err != nil {
 		return nil, err
 	}
 	return &Result{Config: cfg, Source: "kernel command line " + loc}, nil
 }
+
+var pinRE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)

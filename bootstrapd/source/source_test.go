@@ -238,8 +238,8 @@ func TestHTTPSourceRetriesAndPins(t *testing.T) {
 		if res.Config.Hostname != "w1.home.local" {
 			t.Errorf("hostname = %q", res.Config.Hostname)
 		}
-		if res.Source != "kernel command line "+srv.URL+"/m.yaml" {
-			t.Errorf("Source = %q (credentials must be dropped)", res.Source)
+		if want := "kernel command line " + strings.Replace(srv.URL, "http://", "http://REDACTED@", 1) + "/m.yaml"; res.Source != want {
+			t.Errorf("Source = %q, want %q (credentials redacted)", res.Source, want)
 		}
 	})
 	t.Run("pin mismatch", func(t *testing.T) {
