@@ -2,6 +2,7 @@ package machineconfig
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -111,6 +112,16 @@ func checkHostname(h string) string {
 		return fmt.Sprintf("hostname %q must be lower case (it is the Kubernetes node name)", h)
 	}
 	return checkDNSName(h)
+}
+
+// CheckDNSName checks an RFC 1123 DNS name (upper case allowed) with the
+// rule the config's names follow, for names from elsewhere that end up in
+// the same files: a DHCP server's domain name goes into resolv.conf.
+func CheckDNSName(n string) error {
+	if msg := checkDNSName(n); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
 }
 
 // checkDNSName checks an RFC 1123 DNS name; upper case is allowed.
