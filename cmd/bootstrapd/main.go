@@ -135,7 +135,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr)
 	o := f.options(log)
-	o.Status = func(s string) { notify("STATUS=" + s) }
+	o.Status = func(s string) { notify("STATUS=" + statusLine(s)) }
 	if stop := os.Getenv(CrashAfterEnv); stop != "" {
 		o.AfterStage = func(name string) {
 			if name == stop {
@@ -150,7 +150,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	outcomes, err := bootstrapd.FirstBoot(ctx, o)
 	if err != nil {
-		notify("STATUS=failed: " + err.Error())
+		notify("STATUS=failed: " + statusLine(err.Error()))
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
@@ -175,7 +175,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", p.Source.Source, p.Source.Config.Hash())
+	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", printable(p.Source.Source), p.Source.Config.Hash())
 	for _, pl := range planned {
 		note := ""
 		if pl.Recorded {
@@ -229,18 +229,18 @@ func printStatus(st *state.Store, w io.Writer) error {
 	current := ""
 	if src != nil {
 		current = src.ConfigHash
-		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", src.Source, src.ConfigHash, src.Loaded.Format(time.RFC3339))
+		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", printable(src.Source), printable(src.ConfigHash), src.Loaded.Format(time.RFC3339))
 		if src.InstanceID != "" {
-			fmt.Fprintf(w, "instance-id: %s\n", src.InstanceID)
+			fmt.Fprintf(w, "instance-id: %s\n", printable(src.InstanceID))
 		}
 	}
 	if done != nil {
-		fmt.Fprintf(w, "done:    %s (config %s)\n", done.Time.Format(time.RFC3339), done.ConfigHash)
+		fmt.Fprintf(w, "done:    %s (config %s)\n", done.Time.Format(time.RFC3339), printable(done.ConfigHash))
 	} else {
 		fmt.Fprintln(w, "done:    no")
 	}
 	if failed != nil {
-		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", failed.Stage, failed.Time.Format(time.RFC3339), failed.Attempts, failed.Reason)
+		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", printable(failed.Stage), failed.Time.Format(time.RFC3339), failed.Attempts, printableLines(failed.Reason, "         "))
 	} else {
 		fmt.Fprintln(w, "failed:  no")
 	}
@@ -255,7 +255,7 @@ func printStatus(st *state.Store, w io.Writer) error {
 		if current != "" && cfg != current {
 			cfg += " (not the current config)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", r.Stage, r.Finished.Format(time.RFC3339), r.Duration, r.Attempts, len(r.Changes), cfg)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", printable(r.Stage), r.Finished.Format(time.RFC3339), printable(r.Duration), r.Attempts, len(r.Changes), printable(cfg))
 	}
 	return tw.Flush()
 }
