@@ -49,6 +49,54 @@ func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
 	return SyncDir(dir)
 }
 
+// WriteWith makes path through write, which creates and fills the file
+// named tmp (a tool such as qemu-img writing its output there; tmp does
+// not exist when write is called): tmp, in path's directory, is given
+// perm, synced and renamed over path when write succeeds, removed when it
+// fails. Missing parent directories are created with dirPerm.
+func WriteWith(path string, perm, dirPerm fs.FileMode, write func(tmp string) error) error {
+	dir := filepath.Dir(path)
+	if err := MkdirAll(dir, dirPerm); err != nil {
+		return err
+	}
+	// A unique name, reserved by creating it and handed over empty.
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := os.Remove(tmp); err != nil {
+		return err
+	}
+	if err := write(tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+func syncFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", p, err)
+	}
+	return nil
+}
+
 // MkdirAll is os.MkdirAll, and when perm is private (no group or other
 // bits) an existing dir that grants more is narrowed to perm: the initrd
 // creates /var/lib/kubeboot 0755 before bootstrapd first runs, and a

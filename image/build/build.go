@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/image/bake"
 	"kubeboot.dev/kubeboot/image/disk"
 	"kubeboot.dev/kubeboot/image/esp"
@@ -262,13 +263,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		seed.add("esp", espKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
-		if err := writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
+		if err := atomicfile.WriteWith(o.Output, 0o644, 0o755, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
 			return false, err
 		}
 		// The exact Debian package versions, next to the image for review
 		// and diffs between builds (the image has them in PackagesLock).
 		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
-		return false, writeAtomically(res.PackagesLock, func(tmp string) error {
+		return false, atomicfile.WriteWith(res.PackagesLock, 0o644, 0o755, func(tmp string) error {
 			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)
 		})
 	}); err != nil {
@@ -277,7 +278,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if in.qcow2 {
 		res.QCOW2 = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".qcow2"
 		if err := timed("qcow2", func() (bool, error) {
-			return false, writeAtomically(res.QCOW2, func(tmp string) error {
+			return false, atomicfile.WriteWith(res.QCOW2, 0o644, 0o755, func(tmp string) error {
 				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
 			})
 		}); err != nil {
@@ -302,21 +303,6 @@ func espFiles(tree, kver, initrdPath string) []esp.File {
 		{Path: "/kubeboot/a/vmlinuz", Source: filepath.Join(tree, "boot/vmlinuz-"+kver)},
 		{Path: "/kubeboot/a/initrd.img", Source: initrdPath},
 	}
-}
-
-// writeAtomically makes path through a temporary name in the same
-// directory, so an interrupted build never leaves a partial file there.
-func writeAtomically(path string, write func(tmp string) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+strconv.Itoa(os.Getpid()))
-	_ = os.Remove(tmp)
-	if err := write(tmp); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func volumeID(key string) uint32 {
