@@ -18,35 +18,9 @@ import (
 // are created with dirPerm; a private dirPerm is enforced on the file's own
 // directory even when it exists (see MkdirAll).
 func Write(path string, data []byte, perm, dirPerm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := MkdirAll(dir, dirPerm); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return SyncDir(dir)
+	return WriteWith(path, perm, dirPerm, func(tmp string) error {
+		return os.WriteFile(tmp, data, perm)
+	})
 }
 
 // WriteWith makes path through write, which creates and fills the file
