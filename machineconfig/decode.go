@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // Parse decodes a machine config strictly, applies the defaults (see
@@ -23,7 +25,7 @@ import (
 // field path.
 func Parse(filename string, data []byte) (*MachineConfig, error) {
 	d := newDecoder(filename)
-	root := d.parseDocument(data)
+	root := d.parseDocument(data, "a mapping starting with apiVersion: "+APIVersion)
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
@@ -101,7 +103,7 @@ func LoadBytes(path string, data []byte) (*MachineConfig, error) {
 // internal network model and validates it.
 func ParseNetplan(filename string, data []byte) (*Network, error) {
 	d := newDecoder(filename)
-	root := d.parseDocument(data)
+	root := d.parseDocument(data, "a mapping with version: 2")
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
@@ -121,6 +123,11 @@ func ParseNetplan(filename string, data []byte) (*Network, error) {
 	if n.Kind != yaml.MappingNode {
 		d.fail(display, pos(n), "expected a mapping with version: 2, found %s", describe(n))
 		return nil, d.errs.errOrNil()
+	}
+	if mappingValue(n, "version") == nil {
+		// As in a machine config's network section, where version is what
+		// tells netplan from the native form; cloud-init needs it too.
+		d.fail(display, pos(n), "version is required: a network-config v2 document has version: 2")
 	}
 	var net Network
 	d.decodeNetplan(n, display, "network", &net)
@@ -177,10 +184,12 @@ func (d *decoder) fail(path string, at position, format string, args ...any) {
 	d.bad[path] = true
 }
 
-// add records a problem in this file, its message and path clipped: both
-// may quote a value as long as the file.
+// add records a problem in this file. Its message and path may quote keys
+// and values from the file: they are escaped (one error is one line, and
+// a terminal shows it rather than obeys it) and clipped (a value may be as
+// long as the file).
 func (d *decoder) add(e Error) {
-	e.File, e.Message, e.Path = d.file, clip(e.Message), clip(e.Path)
+	e.File, e.Message, e.Path = d.file, clip(printable.String(e.Message)), clip(printable.String(e.Path))
 	d.errs = append(d.errs, e)
 }
 
@@ -209,8 +218,9 @@ var internalPathRE = regexp.MustCompile(`network(\.[A-Za-z]+|\[[0-9]+\])+`)
 var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // parseDocument parses data into the root node of its single document, or
-// records a syntax error and returns nil.
-func (d *decoder) parseDocument(data []byte) *yaml.Node {
+// records a syntax error and returns nil; expect says what an empty
+// document should have held.
+func (d *decoder) parseDocument(data []byte, expect string) *yaml.Node {
 	if len(data) > MaxSize {
 		d.errs = append(d.errs, tooLarge(d.file))
 		return nil
@@ -221,12 +231,12 @@ func (d *decoder) parseDocument(data []byte) *yaml.Node {
 		return nil
 	}
 	if doc == nil || len(doc.Content) == 0 {
-		d.fail("", position{1, 1}, "the document is empty; expected a mapping starting with apiVersion: %s", APIVersion)
+		d.fail("", position{1, 1}, "the document is empty; expected %s", expect)
 		return nil
 	}
 	root := d.resolve(doc.Content[0])
 	if root != nil && root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		d.fail("", position{1, 1}, "the document is empty; expected a mapping starting with apiVersion: %s", APIVersion)
+		d.fail("", position{1, 1}, "the document is empty; expected %s", expect)
 		return nil
 	}
 	return root
@@ -432,7 +442,7 @@ func describe(n *yaml.Node) string {
 		case "!!timestamp":
 			return "a timestamp"
 		}
-		return "a value tagged " + n.Tag
+		return "a value tagged " + strconv.Quote(n.Tag) // a tag may hold any character, a newline too
 	}
 	return "an unexpected YAML node"
 }
@@ -753,7 +763,7 @@ func (d *decoder) decodeAny(n *yaml.Node, path string, depth int) any {
 		case "!!str", "!!timestamp":
 			return n.Value
 		}
-		d.fail(path, pos(n), "unsupported YAML tag %s", n.Tag)
+		d.fail(path, pos(n), "unsupported YAML tag %q", n.Tag)
 		return nil
 	}
 	d.fail(path, pos(n), "unexpected YAML node")

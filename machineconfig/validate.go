@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // Validate checks a config built or changed in code (Parse already
@@ -19,7 +21,7 @@ import (
 func (c *MachineConfig) Validate() error {
 	var l ErrorList
 	for _, p := range validateConfig(c) {
-		l = append(l, Error{Path: clip(p.path), Message: clip(p.msg)})
+		l = append(l, Error{Path: clip(printable.String(p.path)), Message: clip(printable.String(p.msg))})
 	}
 	return l.errOrNil()
 }

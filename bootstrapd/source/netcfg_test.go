@@ -16,7 +16,8 @@ func TestNetworkConfigForms(t *testing.T) {
 		"bare":                    body,
 		"document markers":        "%YAML 1.1\n---\nnetwork:\n" + indented + "...\n",
 		"comment first":           "# written by a generator\n\nnetwork:\n" + indented,
-		"flow style":              `{version: 2, ethernets: {nic0: {match: {macaddress: "52:54:00:80:ad:b6"}, set-name: enp1s0, addresses: [192.0.2.5/24]}}}` + "\n",
+		"quoted network key":      "\"network\" :\n" + indented,
+		"CRLF":                    strings.ReplaceAll("network:\n"+indented, "\n", "\r\n"),
 		"no newline at the end":   strings.TrimSuffix(body, "\n"),
 		"block scalar in comment": "network:\n  # |\n" + indented,
 	} {
@@ -29,6 +30,20 @@ func TestNetworkConfigForms(t *testing.T) {
 			ifs := res.Config.Network.Interfaces
 			if len(ifs) != 1 || ifs[0].Name != "enp1s0" || ifs[0].Addresses[0] != "192.0.2.5/24" {
 				t.Errorf("interfaces = %+v", ifs)
+			}
+		})
+	}
+	// Roots that are not block mappings with plain keys at column 0 are
+	// refused, as such a user-data is, rather than guessed at.
+	for name, netcfg := range map[string]string{
+		"flow mapping":            `{network: {version: 2, ethernets: {nic0: {addresses: [192.0.2.5/24]}}}}`,
+		"content on the --- line": "--- {version: 2}\n",
+		"indented root":           "  " + strings.ReplaceAll(strings.TrimSuffix("network:\n"+indented, "\n"), "\n", "\n  ") + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseNoCloud("v", []byte(userData), nil, []byte(netcfg))
+			if err == nil || !strings.Contains(err.Error(), "v: network-config") || !strings.Contains(err.Error(), "not supported") && !strings.Contains(err.Error(), "block mapping") {
+				t.Errorf("err = %v", err)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -162,7 +163,11 @@ func parseNoCloud(where string, userData, meta, netcfg []byte) (*Result, error) 
 		if _, err := machineconfig.ParseNetplan("network-config", netcfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		text = blankKey(text, root, "network") + networkSection(netcfg)
+		section, err := networkSection(netcfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		text = blankKey(text, root, "network") + section
 	}
 	if md.LocalHostname != "" && !hasKey(root, "hostname") {
 		text += "hostname: " + strconv.Quote(md.LocalHostname) + "\n"
@@ -180,28 +185,35 @@ func parseNoCloud(where string, userData, meta, netcfg []byte) (*Result, error) 
 // networkSection is network-config's text as the network section of a
 // machine config: as it is when network: is its top-level key, else
 // indented under a network: line. It works on the text, not a re-encoded
-// YAML tree: yaml.v3's encoder took 115 MiB for a 128 KiB flow list. The
-// caller validated network-config on its own; the merged config is
-// validated again as a whole.
-func networkSection(netcfg []byte) string {
+// YAML tree: yaml.v3's encoder took 115 MiB for a 128 KiB flow list.
+//
+// The caller has validated network-config with machineconfig.ParseNetplan,
+// so it is one document whose root is a mapping: a line starting at column
+// 0 with "---", "..." or "%" is a document marker or directive, and the
+// first other line at column 0 holds the root's first key. A root that is
+// not a block mapping with plain keys is refused, as is such a user-data;
+// FuzzNetworkConfig checks that every network-config ParseNetplan takes is
+// either refused here or merges into the same network.
+func networkSection(netcfg []byte) (string, error) {
 	var lines []string
-	for _, l := range strings.SplitAfter(strings.TrimRight(string(netcfg), "\n"), "\n") {
-		l = strings.TrimSuffix(l, "\n")
-		switch t := strings.TrimSpace(l); {
-		case t == "---" || t == "..." || strings.HasPrefix(t, "%"):
-			continue // document markers and directives have no place inside the merged document
-		case strings.HasPrefix(t, "---") && len(lines) == 0:
-			l = strings.TrimPrefix(t, "---")
+	first := "" // the first line of content
+	for _, l := range strings.Split(strings.TrimRight(yamlLineBreaks.Replace(string(netcfg)), "\n"), "\n") {
+		bare := l
+		if marker, rest := documentMarker(bare); marker {
+			if strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#") {
+				return "", fmt.Errorf("network-config: content after %q on one line is not supported; start the mapping on the next line", bare[:3])
+			}
+			continue
+		}
+		if t := strings.TrimSpace(bare); first == "" && t != "" && !strings.HasPrefix(t, "#") {
+			first = bare
 		}
 		lines = append(lines, l)
 	}
-	wrapped := false
-	for _, l := range lines {
-		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-			wrapped = strings.HasPrefix(l, "network:")
-			break
-		}
+	if first == "" || strings.ContainsAny(first[:1], " \t{[?!&*|>'\"-") && !wrappedKeyRE.MatchString(first) {
+		return "", fmt.Errorf("network-config must be a YAML block mapping with plain keys at column 0, as cloud-init writes it")
 	}
+	wrapped := wrappedKeyRE.MatchString(first)
 	var b strings.Builder
 	if !wrapped {
 		b.WriteString("network:\n")
@@ -212,7 +224,28 @@ func networkSection(netcfg []byte) string {
 		}
 		b.WriteString(l + "\n")
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// yamlLineBreaks are the line breaks of YAML (and yaml.v3): CR LF, CR, LF,
+// NEL, LS and PS, all of which the parser reads as one "\n".
+var yamlLineBreaks = strings.NewReplacer("\r\n", "\n", "\r", "\n", "\u0085", "\n", "\u2028", "\n", "\u2029", "\n")
+
+// wrappedKeyRE is a root key network: (plain or quoted).
+var wrappedKeyRE = regexp.MustCompile(`^(network|"network"|'network')[ \t]*:([ \t]|$)`)
+
+// documentMarker reports whether line is a document start or end marker,
+// or a directive, and returns what follows the marker.
+func documentMarker(line string) (bool, string) {
+	switch {
+	case strings.HasPrefix(line, "%"):
+		return true, ""
+	case line == "---" || line == "...":
+		return true, ""
+	case strings.HasPrefix(line, "--- ") || strings.HasPrefix(line, "---\t") || strings.HasPrefix(line, "... ") || strings.HasPrefix(line, "...\t"):
+		return true, line[3:]
+	}
+	return false, ""
 }
 
 // blankKey comments out the lines of a top-level key and its value,

@@ -27,6 +27,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd"
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 const (
@@ -175,7 +176,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", printable(p.Source.Source), p.Source.Config.Hash())
+	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", printable.String(p.Source.Source), p.Source.Config.Hash())
 	for _, pl := range planned {
 		note := ""
 		if pl.Recorded {
@@ -229,18 +230,18 @@ func printStatus(st *state.Store, w io.Writer) error {
 	current := ""
 	if src != nil {
 		current = src.ConfigHash
-		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", printable(src.Source), printable(src.ConfigHash), src.Loaded.Format(time.RFC3339))
+		fmt.Fprintf(w, "source:  %s\nconfig:  %s (first loaded %s)\n", printable.String(src.Source), printable.String(src.ConfigHash), src.Loaded.Format(time.RFC3339))
 		if src.InstanceID != "" {
-			fmt.Fprintf(w, "instance-id: %s\n", printable(src.InstanceID))
+			fmt.Fprintf(w, "instance-id: %s\n", printable.String(src.InstanceID))
 		}
 	}
 	if done != nil {
-		fmt.Fprintf(w, "done:    %s (config %s)\n", done.Time.Format(time.RFC3339), printable(done.ConfigHash))
+		fmt.Fprintf(w, "done:    %s (config %s)\n", done.Time.Format(time.RFC3339), printable.String(done.ConfigHash))
 	} else {
 		fmt.Fprintln(w, "done:    no")
 	}
 	if failed != nil {
-		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", printable(failed.Stage), failed.Time.Format(time.RFC3339), failed.Attempts, printableLines(failed.Reason, "         "))
+		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", printable.String(failed.Stage), failed.Time.Format(time.RFC3339), failed.Attempts, printableLines(failed.Reason, "         "))
 	} else {
 		fmt.Fprintln(w, "failed:  no")
 	}
@@ -255,7 +256,7 @@ func printStatus(st *state.Store, w io.Writer) error {
 		if current != "" && cfg != current {
 			cfg += " (not the current config)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", printable(r.Stage), r.Finished.Format(time.RFC3339), printable(r.Duration), r.Attempts, len(r.Changes), printable(cfg))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", printable.String(r.Stage), r.Finished.Format(time.RFC3339), printable.String(r.Duration), r.Attempts, len(r.Changes), printable.String(cfg))
 	}
 	return tw.Flush()
 }
