@@ -188,7 +188,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: %d changes%s\n", pl.Stage, len(pl.Changes), note)
 		for _, c := range pl.Changes {
-			fmt.Fprintf(stdout, "  - %s\n", c)
+			fmt.Fprintf(stdout, "  - %s\n", printable.String(string(c)))
 		}
 	}
 	return exitOK

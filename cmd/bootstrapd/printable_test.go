@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +51,16 @@ func TestStatusLine(t *testing.T) {
 		if got := statusLine(in); got != want {
 			t.Errorf("statusLine(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The journal's MESSAGE quotes a value holding an escape sequence, so
+// journalctl shows it rather than the terminal obeying it.
+func TestJournalMessageQuotesControlCharacters(t *testing.T) {
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "machine config loaded", 0)
+	r.AddAttrs(slog.String("source", "NoCloud volume /dev/sr0 (iso9660, label \"x\x1b[2J\")"), slog.String("id", "iid\x1b]0;t\x07"))
+	msg, _, _ := (&journalHandler{}).entry(r)
+	if strings.ContainsAny(msg, "\x1b\x07") || !strings.Contains(msg, `id="iid\x1b]0;t\a"`) {
+		t.Errorf("MESSAGE = %q", msg)
 	}
 }
