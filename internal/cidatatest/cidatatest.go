@@ -172,13 +172,30 @@ func ISO(tb testing.TB, rock bool, files map[string][]byte, links map[string]str
 // bytes. content must be unique in the image and start a block.
 func SetISOSize(tb testing.TB, img string, content []byte, size uint32) {
 	tb.Helper()
+	patchISORecords(tb, img, content, func(rec []byte) {
+		binary.LittleEndian.PutUint32(rec[10:], size)
+		binary.BigEndian.PutUint32(rec[14:], size)
+	})
+}
+
+// SetISOFlags sets the file flags byte of the same records (0x80: the file
+// continues in another extent).
+func SetISOFlags(tb testing.TB, img string, content []byte, flags byte) {
+	tb.Helper()
+	patchISORecords(tb, img, content, func(rec []byte) { rec[25] = flags })
+}
+
+// patchISORecords calls patch on every directory record whose extent holds
+// content.
+func patchISORecords(tb testing.TB, img string, content []byte, patch func(rec []byte)) {
+	tb.Helper()
 	b, err := os.ReadFile(img)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	at := bytes.Index(b, content)
 	if at < 0 || at%2048 != 0 {
-		tb.Fatalf("SetISOSize: content not found at a block start (offset %d)", at)
+		tb.Fatalf("content not found at a block start (offset %d)", at)
 	}
 	// A record holds the extent as both-endian 32-bit values at offset 2.
 	var ext [8]byte
@@ -195,12 +212,11 @@ func SetISOSize(tb testing.TB, img string, content []byte, size uint32) {
 		if rec < 0 || int(b[rec]) < 34 {
 			continue
 		}
-		binary.LittleEndian.PutUint32(b[rec+10:], size)
-		binary.BigEndian.PutUint32(b[rec+14:], size)
+		patch(b[rec : rec+34])
 		patched++
 	}
 	if patched == 0 {
-		tb.Fatal("SetISOSize: no directory record found")
+		tb.Fatal("no directory record found")
 	}
 	if err := os.WriteFile(img, b, 0o600); err != nil {
 		tb.Fatal(err)

@@ -149,7 +149,7 @@ func (iso *iso9660) readDir(e entry) ([]entry, error) {
 		}
 		ent, err := iso.record(r)
 		if err != nil {
-			continue // a file we cannot read is one we cannot find
+			ent.unreadable = err // named if it is asked for
 		}
 		ent.name = iso.name(r)
 		if iso.rock {

@@ -51,6 +51,9 @@ type entry struct {
 	symlink bool
 	size    int64
 	loc     uint32 // FAT: first cluster; ISO9660: first block of the extent
+	// unreadable says why the entry cannot be read (an ISO9660 layout
+	// this reader does not follow).
+	unreadable error
 }
 
 type fileSystem interface {
@@ -137,11 +140,13 @@ func (v *FS) ReadFile(name string, max int64) ([]byte, error) {
 		if !found {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 		}
-		if i < len(parts)-1 && !cur.dir {
+		if i < len(parts)-1 && (!cur.dir || cur.unreadable != nil) {
 			return nil, fmt.Errorf("%s: %s is not a directory", name, path.Join(parts[:i+1]...))
 		}
 	}
 	switch {
+	case cur.unreadable != nil:
+		return nil, fmt.Errorf("%s: %w", name, cur.unreadable)
 	case cur.symlink:
 		return nil, fmt.Errorf("%s: is a symbolic link; put the file itself on the volume", name)
 	case cur.dir:

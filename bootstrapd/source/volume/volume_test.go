@@ -189,6 +189,12 @@ func TestHostileVolumes(t *testing.T) {
 			cidatatest.SetISOSize(t, img, ud, 1<<30)
 			return img
 		}, limit, "1073741824 bytes, more than the 262144 allowed"},
+		{"ISO multi-extent file", "user-data", func(t *testing.T) string {
+			ud := content("user-data", 5000)
+			img := cidatatest.ISO(t, true, map[string][]byte{"user-data": ud}, nil)
+			cidatatest.SetISOFlags(t, img, ud, 0x80)
+			return img
+		}, limit, "user-data: multi-extent files are not supported"},
 		{"ISO symbolic link to a node file", "secrets.yaml", func(t *testing.T) string {
 			return cidatatest.ISO(t, true, map[string][]byte{"user-data": []byte("x")}, map[string]string{"secrets.yaml": "/etc/shadow"})
 		}, limit, "is a symbolic link"},
