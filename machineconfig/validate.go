@@ -582,6 +582,7 @@ func (c *checker) firewall(cfg *MachineConfig) {
 }
 
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
+
 // moduleRE is a kernel module name as modprobe takes it: letters, digits,
 // '_' and '-' (the same to modprobe), at most 55 bytes (the kernel's
 // MODULE_NAME_LEN less its NUL), never starting with '-', which modprobe
