@@ -219,30 +219,71 @@ func (m memberInfo) healthy(ctx context.Context, cli *clientv3.Client) bool {
 }
 
 // etcdEndpoints are the other control planes' etcd client URLs to try:
-// the addresses the control-plane endpoint's name resolves to (through
-// /etc/hosts, which the hostname stage wrote), this node's own addresses
-// left out.
+// the InternalIPs of the control-plane Nodes, read with the node-rebuild
+// identity minted from the cluster CA (when the API server answers: it
+// does not while etcd has lost its quorum), and the addresses the
+// control-plane endpoint's name resolves to (through /etc/hosts, which the
+// hostname stage wrote); this node's own address left out.
 func etcdEndpoints(ctx context.Context, cfg *machineconfig.MachineConfig) ([]string, error) {
 	host, _, err := net.SplitHostPort(cfg.Kubernetes.ControlPlaneEndpoint)
 	if err != nil {
 		return nil, err
 	}
+	var addrs []string
+	addrs = append(addrs, controlPlaneIPs(ctx, cfg)...)
 	lctx, cancel := context.WithTimeout(ctx, callTimeout)
-	addrs, err := net.DefaultResolver.LookupHost(lctx, host)
+	resolved, rerr := net.DefaultResolver.LookupHost(lctx, host)
 	cancel()
-	if err != nil {
-		return nil, stage.Temporary(fmt.Errorf("resolve the control-plane endpoint %s to reach etcd: %w", host, err))
-	}
+	addrs = append(addrs, resolved...)
 	var out []string
 	for _, a := range addrs {
-		if a != cfg.Kubernetes.AdvertiseAddress {
-			out = append(out, "https://"+net.JoinHostPort(a, etcdClientPort))
+		u := "https://" + net.JoinHostPort(a, etcdClientPort)
+		if a != cfg.Kubernetes.AdvertiseAddress && !slices.Contains(out, u) {
+			out = append(out, u)
 		}
 	}
 	if len(out) == 0 {
+		if rerr != nil {
+			return nil, stage.Temporary(fmt.Errorf("find the other control planes' etcd: resolve %s: %w", host, rerr))
+		}
 		return nil, fmt.Errorf("the control-plane endpoint %s resolves only to this node: no other control plane to join", host)
 	}
 	return out, nil
+}
+
+// controlPlaneIPs lists the InternalIPs of the control-plane Nodes, or
+// nothing when the API server cannot say.
+func controlPlaneIPs(ctx context.Context, cfg *machineconfig.MachineConfig) []string {
+	secrets := cfg.Kubernetes.Credentials.ClusterSecrets()
+	if secrets == nil || secrets.CA.Key == "" {
+		return nil
+	}
+	creds, err := clustersecrets.MintNodeRebuildClient(secrets, etcdCertExpires)
+	if err != nil {
+		return nil
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(creds.Kubeconfig("https://" + cfg.Kubernetes.ControlPlaneEndpoint))
+	if err != nil {
+		return nil
+	}
+	rc.Timeout = callTimeout
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"})
+	if err != nil {
+		return nil
+	}
+	var ips []string
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				ips = append(ips, a.Address)
+			}
+		}
+	}
+	return ips
 }
 
 // waitStaleNodeNotReady returns nil when no Node of this name is Ready,
