@@ -24,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"kubeboot.dev/kubeboot/atomicfile"
@@ -105,13 +104,13 @@ func (s Stage) token(ctx context.Context, env *stage.Env, rc *rest.Config, apply
 	if !ok {
 		return nil, errors.New("no bootstrap token in the config or its cluster secrets")
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeapi.NewClient(rc)
 	if err != nil {
 		return nil, err
 	}
-	secrets := cs.CoreV1().Secrets(tokenNamespace)
 	name := tokenPrefix + id
-	cur, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	cur := &corev1.Secret{}
+	err = cs.Get(ctx, kubeapi.Secrets, tokenNamespace, name, cur)
 	switch {
 	case apierrors.IsNotFound(err):
 		ttl := cr.TokenLifetime()
@@ -124,11 +123,12 @@ func (s Stage) token(ctx context.Context, env *stage.Env, rc *rest.Config, apply
 			return []stage.Change{change}, nil
 		}
 		obj := &corev1.Secret{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: tokenNamespace},
 			Type:       tokenType,
 			StringData: tokenData(id, secret, ttl),
 		}
-		if _, err := secrets.Create(ctx, obj, metav1.CreateOptions{FieldManager: kubeapi.FieldManager}); err != nil {
+		if err := cs.Create(ctx, kubeapi.Secrets, tokenNamespace, obj); err != nil {
 			return nil, kubeapi.Temporary(fmt.Errorf("create bootstrap token %s: %w", id, err))
 		}
 		return []stage.Change{change}, s.remember(env, id)
@@ -162,7 +162,8 @@ func (s Stage) token(ctx context.Context, env *stage.Env, rc *rest.Config, apply
 		cur.Data[k] = []byte(v)
 	}
 	cur.Type = tokenType
-	if _, err := secrets.Update(ctx, cur, metav1.UpdateOptions{FieldManager: kubeapi.FieldManager}); err != nil {
+	cur.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+	if err := cs.Update(ctx, kubeapi.Secrets, tokenNamespace, cur); err != nil {
 		return nil, kubeapi.Temporary(fmt.Errorf("update bootstrap token %s: %w", id, err))
 	}
 	return []stage.Change{change}, nil

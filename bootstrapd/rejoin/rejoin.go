@@ -33,16 +33,13 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -115,39 +112,32 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 	if err != nil {
 		return "", err
 	}
-	// Its retries log every failed call; the errors it returns say enough.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: callTimeout, Logger: zap.NewNop()})
-	if err != nil {
-		return "", stage.Temporary(fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ", "), err))
-	}
-	defer cli.Close()
+	cli := newEtcdGateway(endpoints, tlsCfg)
+	defer cli.close()
 
 	// Serializable: any member answers, with or without quorum, so the
 	// error below can say which case this is.
-	lctx, cancel := context.WithTimeout(ctx, callTimeout)
-	list, err := cli.MemberList(lctx, clientv3.WithSerializable())
-	cancel()
+	members, err := cli.memberList(ctx, false)
 	if err != nil {
 		return "", stage.Temporary(fmt.Errorf("list etcd members through %s: %w", strings.Join(endpoints, ", "), err))
 	}
 	peer := "https://" + net.JoinHostPort(cfg.Kubernetes.AdvertiseAddress, etcdPeerPort)
-	var stale *memberInfo
-	var others []memberInfo
-	for _, m := range list.Members {
-		mi := memberInfo{id: m.ID, name: m.Name, peers: m.PeerURLs, clients: m.ClientURLs}
+	var stale *member
+	var others []member
+	for _, m := range members {
 		if m.Name == cfg.Kubernetes.NodeName || slices.Contains(m.PeerURLs, peer) {
-			stale = &mi
+			stale = &m
 		} else {
-			others = append(others, mi)
+			others = append(others, m)
 		}
 	}
 	if stale == nil {
-		env.Log.Info("no stale etcd member of this node", "members", len(list.Members))
+		env.Log.Info("no stale etcd member of this node", "members", len(members))
 		return "", nil
 	}
 	healthy := 0
 	for _, o := range others {
-		if o.healthy(ctx, cli) {
+		if cli.healthy(ctx, o) {
 			healthy++
 		}
 	}
@@ -155,16 +145,16 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 	// members as they are now, the stale one included; and the members
 	// left must keep theirs, or kubeadm join cannot add this node.
 	how := fmt.Sprintf("through %d healthy member(s)", healthy)
-	quorum, after := len(list.Members)/2+1, (len(list.Members)-1)/2+1
+	quorum, after := len(members)/2+1, (len(members)-1)/2+1
 	switch {
 	case healthy < after || healthy+1 < quorum:
 		return "", stage.Temporary(fmt.Errorf("etcd member %s (%x) is this node's earlier life and must go, but only %d of the other %d member(s) are healthy: removing it needs %d of %d, and the members left need %d; bring the other control planes up",
-			stale.name, stale.id, healthy, len(others), quorum, len(list.Members), after))
+			stale.Name, stale.ID, healthy, len(others), quorum, len(members), after))
 	case healthy < quorum:
 		// Only this node's earlier life is missing from a quorum (two
 		// control planes, one reflashed): stand in for it to restore the
 		// quorum that removing it needs.
-		in, err := standIn(ctx, env, o, cli, *stale, list.Members)
+		in, err := standIn(ctx, env, o, cli, *stale, members)
 		if err != nil {
 			return "", err
 		}
@@ -174,23 +164,21 @@ func removeStaleMember(ctx context.Context, env *stage.Env, o Options) (stage.Ch
 	if err := removeMember(ctx, cli, *stale); err != nil {
 		return "", err
 	}
-	return stage.Change(fmt.Sprintf("etcd: removed the stale member %s (%x, %s) %s", stale.name, stale.id, strings.Join(stale.peers, ","), how)), nil
+	return stage.Change(fmt.Sprintf("etcd: removed the stale member %s (%x, %s) %s", stale.Name, stale.ID, strings.Join(stale.PeerURLs, ","), how)), nil
 }
 
 // removeMember removes m. etcd refuses to remove a member while fewer
 // members than a quorum have been connected for its health interval (5 s):
 // just after the stand-in joined, that is the case for a moment.
-func removeMember(ctx context.Context, cli *clientv3.Client, m memberInfo) error {
+func removeMember(ctx context.Context, cli *etcdGateway, m member) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		rctx, cancel := context.WithTimeout(ctx, callTimeout)
-		_, err := cli.MemberRemove(rctx, m.id)
-		cancel()
+		err := cli.memberRemove(ctx, m.ID)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
-			return stage.Temporary(fmt.Errorf("remove stale etcd member %s (%x): %w", m.name, m.id, err))
+		if !errors.Is(err, errUnhealthy) || time.Now().After(deadline) {
+			return stage.Temporary(fmt.Errorf("remove stale etcd member %s (%x): %w", m.Name, m.ID, err))
 		}
 		select {
 		case <-ctx.Done():
@@ -200,18 +188,10 @@ func removeMember(ctx context.Context, cli *clientv3.Client, m memberInfo) error
 	}
 }
 
-type memberInfo struct {
-	id             uint64
-	name           string
-	peers, clients []string
-}
-
-func (m memberInfo) healthy(ctx context.Context, cli *clientv3.Client) bool {
-	for _, u := range m.clients {
-		sctx, cancel := context.WithTimeout(ctx, callTimeout)
-		_, err := cli.Status(sctx, u)
-		cancel()
-		if err == nil {
+// healthy reports whether m answers on one of its client URLs.
+func (g *etcdGateway) healthy(ctx context.Context, m member) bool {
+	for _, u := range m.ClientURLs {
+		if _, err := g.leader(ctx, u); err == nil {
 			return true
 		}
 	}
@@ -267,12 +247,12 @@ func controlPlaneIPs(ctx context.Context, cfg *machineconfig.MachineConfig) []st
 		return nil
 	}
 	rc.Timeout = callTimeout
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeapi.NewClient(rc)
 	if err != nil {
 		return nil
 	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"})
-	if err != nil {
+	nodes := &corev1.NodeList{}
+	if err := cs.List(ctx, kubeapi.Nodes, "", metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"}, nodes); err != nil {
 		return nil
 	}
 	var ips []string
@@ -295,7 +275,8 @@ func waitStaleNodeNotReady(ctx context.Context, env *stage.Env) error {
 		return err
 	}
 	gctx, cancel := context.WithTimeout(ctx, callTimeout)
-	node, err := client.CoreV1().Nodes().Get(gctx, cfg.Kubernetes.NodeName, metav1.GetOptions{})
+	node := &corev1.Node{}
+	err = client.Get(gctx, kubeapi.Nodes, "", cfg.Kubernetes.NodeName, node)
 	cancel()
 	switch {
 	case apierrors.IsNotFound(err):
@@ -315,14 +296,14 @@ func waitStaleNodeNotReady(ctx context.Context, env *stage.Env) error {
 
 // bootstrapClient is an API client authenticated with the bootstrap
 // token, trusting the cluster CA.
-func bootstrapClient(ctx context.Context, cfg *machineconfig.MachineConfig) (*kubernetes.Clientset, error) {
+func bootstrapClient(ctx context.Context, cfg *machineconfig.MachineConfig) (*kubeapi.Client, error) {
 	creds := &cfg.Kubernetes.Credentials
 	server := "https://" + cfg.Kubernetes.ControlPlaneEndpoint
 	ca, err := clusterCA(ctx, server, creds)
 	if err != nil {
 		return nil, err
 	}
-	return kubernetes.NewForConfig(&rest.Config{
+	return kubeapi.NewClient(&rest.Config{
 		Host: server, BearerToken: creds.JoinToken().Reveal(), Timeout: callTimeout,
 		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
 	})

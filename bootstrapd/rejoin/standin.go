@@ -13,9 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/clustersecrets"
 )
@@ -41,23 +38,23 @@ type standInProcess struct {
 // send it their data; then they have their quorum again. The caller removes
 // the stale member through them, which also ends the stand-in; stop cleans
 // up. kubeadm join then adds this node as a new member.
-func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Client, stale memberInfo, members []*etcdserverpb.Member) (*standInProcess, error) {
+func standIn(ctx context.Context, env *stage.Env, o Options, cli *etcdGateway, stale member, members []member) (*standInProcess, error) {
 	if o.EtcdBinary == nil {
 		return nil, errors.New("no etcd to stand in for the stale member with")
 	}
-	if len(stale.peers) != 1 {
-		return nil, fmt.Errorf("stale etcd member %s has %d peer URLs; expected kubeadm's one", stale.name, len(stale.peers))
+	if len(stale.PeerURLs) != 1 {
+		return nil, fmt.Errorf("stale etcd member %s has %d peer URLs; expected kubeadm's one", stale.Name, len(stale.PeerURLs))
 	}
-	peer, err := url.Parse(stale.peers[0])
+	peer, err := url.Parse(stale.PeerURLs[0])
 	if err != nil {
-		return nil, fmt.Errorf("stale etcd member %s: peer URL %q: %w", stale.name, stale.peers[0], err)
+		return nil, fmt.Errorf("stale etcd member %s: peer URL %q: %w", stale.Name, stale.PeerURLs[0], err)
 	}
 	ip := net.ParseIP(peer.Hostname())
 	if ip == nil || !localAddress(ip) {
-		return nil, stage.Temporary(fmt.Errorf("stale etcd member %s has peer URL %s, which is not an address of this node: it cannot stand in for it; restore etcd's quorum by hand (etcd --force-new-cluster on a healthy member)", stale.name, stale.peers[0]))
+		return nil, stage.Temporary(fmt.Errorf("stale etcd member %s has peer URL %s, which is not an address of this node: it cannot stand in for it; restore etcd's quorum by hand (etcd --force-new-cluster on a healthy member)", stale.Name, stale.PeerURLs[0]))
 	}
 	secrets := env.Config.Kubernetes.Credentials.ClusterSecrets()
-	server, err := clustersecrets.MintEtcdPeer(secrets, stale.name, []net.IP{ip, net.IPv4(127, 0, 0, 1)}, quorumTimeout+time.Minute)
+	server, err := clustersecrets.MintEtcdPeer(secrets, stale.Name, []net.IP{ip, net.IPv4(127, 0, 0, 1)}, quorumTimeout+time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -76,8 +73,8 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 	var initial []string
 	for _, m := range members {
 		name := m.Name
-		if m.ID == stale.id {
-			name = stale.name
+		if m.ID == stale.ID {
+			name = stale.Name
 		}
 		if name == "" || len(m.PeerURLs) == 0 {
 			continue // added but never started: not a peer to dial
@@ -105,8 +102,8 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 	client := "https://127.0.0.1:" + port
 	ca, crt, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	in.cmd = exec.Command(bin,
-		"--name="+stale.name, "--data-dir="+filepath.Join(dir, "data"),
-		"--listen-peer-urls="+stale.peers[0], "--initial-advertise-peer-urls="+stale.peers[0],
+		"--name="+stale.Name, "--data-dir="+filepath.Join(dir, "data"),
+		"--listen-peer-urls="+stale.PeerURLs[0], "--initial-advertise-peer-urls="+stale.PeerURLs[0],
 		"--listen-client-urls="+client, "--advertise-client-urls="+client,
 		"--initial-cluster="+strings.Join(initial, ","), "--initial-cluster-state=existing",
 		"--client-cert-auth", "--trusted-ca-file="+ca, "--cert-file="+crt, "--key-file="+key,
@@ -122,14 +119,12 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 		return fail(fmt.Errorf("start the stand-in etcd: %w", err))
 	}
 	go func() { _ = in.cmd.Wait(); logFile.Close(); close(in.done) }()
-	env.Log.Info("standing in for the stale etcd member to restore quorum", "member", stale.name, "peer", stale.peers[0])
+	env.Log.Info("standing in for the stale etcd member to restore quorum", "member", stale.Name, "peer", stale.PeerURLs[0])
 
 	// Quorum is back when a linearizable read passes through the others.
 	deadline := time.Now().Add(quorumTimeout)
 	for {
-		qctx, cancel := context.WithTimeout(ctx, callTimeout)
-		_, err := cli.MemberList(qctx)
-		cancel()
+		_, err := cli.memberList(ctx, true)
 		if err == nil {
 			return in, nil
 		}
@@ -141,21 +136,18 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *clientv3.Clien
 		case <-time.After(time.Second):
 		}
 		if time.Now().After(deadline) {
-			return fail(stage.Temporary(fmt.Errorf("etcd's quorum did not come back within %s of standing in for member %s: %v; its log: %s", quorumTimeout, stale.name, err, lastLines(filepath.Join(dir, "etcd.log"), 5))))
+			return fail(stage.Temporary(fmt.Errorf("etcd's quorum did not come back within %s of standing in for member %s: %v; its log: %s", quorumTimeout, stale.Name, err, lastLines(filepath.Join(dir, "etcd.log"), 5))))
 		}
 	}
 }
 
 // waitLeaderless waits until no endpoint of cli reports a leader.
-func waitLeaderless(ctx context.Context, cli *clientv3.Client) error {
+func waitLeaderless(ctx context.Context, cli *etcdGateway) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		led := false
-		for _, ep := range cli.Endpoints() {
-			sctx, cancel := context.WithTimeout(ctx, callTimeout)
-			st, err := cli.Status(sctx, ep)
-			cancel()
-			if err == nil && st.Leader != 0 {
+		for _, ep := range cli.endpoints {
+			if leader, err := cli.leader(ctx, ep); err == nil && leader != 0 {
 				led = true
 			}
 		}

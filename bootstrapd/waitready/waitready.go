@@ -27,7 +27,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
@@ -132,22 +131,23 @@ func changes(waiting []string) []stage.Change {
 }
 
 // client reads the node's credentials.
-func client(env *stage.Env) (kubernetes.Interface, error) {
+func client(env *stage.Env) (*kubeapi.Client, error) {
 	rc, err := kubeapi.Config(env, credentials(env.Config), "wait-ready")
 	if err != nil {
 		return nil, err
 	}
-	return kubernetes.NewForConfig(rc)
+	return kubeapi.NewClient(rc)
 }
 
 // check lists what is not ready: the node, then each kube-system pod bound
 // to it. An API server that cannot be reached or is not serving yet is
 // listed as a reason to wait; an answer that will not change by waiting
 // (the credentials are refused) is an error.
-func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string, error) {
+func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, error) {
 	rctx, cancel := context.WithTimeout(ctx, kubeapi.RequestTimeout)
 	defer cancel()
-	n, err := cs.CoreV1().Nodes().Get(rctx, node, metav1.GetOptions{})
+	n := &corev1.Node{}
+	err := cs.Get(rctx, kubeapi.Nodes, "", node, n)
 	switch {
 	case apierrors.IsNotFound(err):
 		return []string{fmt.Sprintf("node %s is not registered yet", node)}, nil
@@ -158,8 +158,8 @@ func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string,
 	if ok, why := nodeReady(n); !ok {
 		waiting = append(waiting, fmt.Sprintf("node %s is not Ready (%s)", node, why))
 	}
-	pods, err := cs.CoreV1().Pods(Namespace).List(rctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods})
-	if err != nil {
+	pods := &corev1.PodList{}
+	if err := cs.List(rctx, kubeapi.Pods, Namespace, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods}, pods); err != nil {
 		return waitOrFail(err)
 	}
 	items := pods.Items
