@@ -3,8 +3,12 @@
 //	resolve  spec + lock + artifact cache -> the inputs, or what is missing
 //	rootfs   mmdebstrap Debian base             cached by suite, mirror, packages
 //	initrd   mkinitramfs with kubeboot's STATE script   cached by rootfs + initramfs files
-//	root     bake (overlays, artifacts, units, cleanup) + mksquashfs
-//	                                             cached by rootfs + overlays + artifacts
+//	store    containerd's image store: every locked image imported by our
+//	         containerd on a private root, pinned, unpacked (image/store)
+//	                                             cached by containerd + image digests
+//	root     bake (overlays, artifacts, units, the store in /var/lib/containerd,
+//	         cleanup) + mksquashfs
+//	                                             cached by rootfs + overlays + artifacts + store
 //	esp      systemd-boot, loader entry, kernel, initrd on FAT32
 //	                                             cached by initrd + kernel command line
 //	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B
@@ -35,17 +39,16 @@ import (
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/squashfs"
+	"kubeboot.dev/kubeboot/image/store"
 )
 
-// Paths on the node that other components rely on.
+// Paths on the node that other components rely on (the pinned images'
+// archives and index: bootstrapd/images).
 const (
-	// ImagesDir holds the OCI archives of the pinned container images,
-	// one <name>_<tag>.tar each, on the read-only root.
-	ImagesDir = "/usr/share/kubeboot/images"
-	// ImagesIndex lists "<ref> <digest> <file>" per archive.
-	ImagesIndex = ImagesDir + "/index"
 	// PackagesLock is the installed Debian package list, in the image.
 	PackagesLock = "/usr/share/kubeboot/packages.lock"
+	// ContainerdRoot is containerd's store, seeded into STATE on first boot.
+	ContainerdRoot = "/var/lib/containerd"
 )
 
 // Disk layout.
@@ -175,6 +178,31 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return res, err
 	}
 
+	// store: containerd's image store, prepared once per image set
+	var storeDir string
+	if len(in.images) > 0 {
+		storeKey := newHasher("store v1")
+		storeKey.add("containerd", in.containerdHash)
+		for _, im := range in.images {
+			// The manifest digest pins every blob the store is made of.
+			storeKey.add("image", im.Ref, im.Digest)
+		}
+		storeKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+		if err := timed("store", func() (bool, error) {
+			dir, cached, err := steps.make("store", storeKey.sum(), func(tmp string) error {
+				return store.Build(ctx, store.Options{
+					Containerd: in.containerd, Images: in.images, Root: filepath.Join(tmp, "containerd"),
+					SourceDateEpoch: o.SourceDateEpoch, Log: o.Log,
+				})
+			})
+			storeDir = dir
+			return cached, err
+		}); err != nil {
+			return res, err
+		}
+		in.storeKey = storeKey.sum()
+	}
+
 	// root: bake + squashfs
 	rootKey := newHasher("root v1")
 	rootKey.add("rootfs", in.rootfs.Key())
@@ -182,6 +210,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	for _, f := range in.files {
 		rootKey.add("file", f.Path, f.Mode.String(), f.hash)
 	}
+	rootKey.add("store", in.storeKey)
 	rootKey.add("enable", in.enable...)
 	rootKey.add("mask", in.mask...)
 	rootKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
@@ -194,8 +223,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			// The two halves are timed on their own (shown as root/bake and
 			// root/squashfs before the root total).
 			start := time.Now()
+			var trees []bake.Tree
+			if storeDir != "" {
+				// In the image's /var, which the initrd copies to STATE on
+				// first boot: containerd starts with every image in place.
+				trees = append(trees, bake.Tree{Path: ContainerdRoot, Source: filepath.Join(storeDir, "containerd")})
+			}
 			if err := bake.Bake(ctx, tree, baked, bake.Options{
-				Overlays: in.overlays, Files: files, Enable: in.enable, Mask: in.mask,
+				Overlays: in.overlays, Files: files, Trees: trees, Enable: in.enable, Mask: in.mask,
 			}); err != nil {
 				return err
 			}

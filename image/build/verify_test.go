@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/image/disk"
 )
 
@@ -114,7 +115,7 @@ func TestBuiltImage(t *testing.T) {
 		checks["/etc/systemd/system/multi-user.target.wants/kubelet.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/kubelet.service"
 		checks["/etc/systemd/system/multi-user.target.wants/containerd.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/containerd.service"
 		checks["/opt/cni/bin/bridge"] = "-rwxr-xr-x root/root"
-		checks[ImagesIndex] = "-rw-r--r-- root/root"
+		checks[images.IndexPath] = "-rw-r--r-- root/root"
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
 	}
