@@ -40,7 +40,7 @@ var testImages = []struct {
 
 // bakedRoot is a node root whose image directory holds what add puts
 // there (given the directory) and the index of the entries it returns.
-func bakedRoot(t *testing.T, add func(dir string) []images.Entry) (string, []images.Entry) {
+func bakedRoot(t testing.TB, add func(dir string) []images.Entry) (string, []images.Entry) {
 	t.Helper()
 	root := t.TempDir()
 	dir := filepath.Join(root, images.Dir)
@@ -54,7 +54,7 @@ func bakedRoot(t *testing.T, add func(dir string) []images.Entry) (string, []ima
 	return root, entries
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	n := &node{}
 	n.root, n.entries = bakedRoot(t, func(dir string) (es []images.Entry) {

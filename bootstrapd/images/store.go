@@ -2,19 +2,23 @@ package images
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	ctrimages "github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -120,16 +124,33 @@ func Connect(ctx context.Context, address string) (*client.Client, error) {
 
 // Verify reads the state of every entry's image in containerd. It only
 // reads; an image whose tag points at another digest is reported in its
-// Status (see Mismatches), not as an error.
+// Status (see Mismatches), not as an error. It lists the image records
+// once and checks the images in parallel: each check is a few round trips
+// (manifest, config, snapshot).
 func Verify(ctx context.Context, c *client.Client, entries []Entry) ([]Status, error) {
 	ctx = withNamespace(ctx)
-	out := make([]Status, 0, len(entries))
-	for _, e := range entries {
-		st, err := verifyOne(ctx, c, e)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Ref, err)
-		}
-		out = append(out, st)
+	all, err := c.ImageService().List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	records := make(map[string]ctrimages.Image, len(all))
+	for _, im := range all {
+		records[im.Name] = im
+	}
+	out := make([]Status, len(entries))
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Go(func() {
+			out[i], errs[i] = verifyOne(ctx, c, records, e)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", e.Ref, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -146,47 +167,66 @@ func Mismatches(sts []Status) error {
 	return errors.Join(errs...)
 }
 
-func verifyOne(ctx context.Context, c *client.Client, e Entry) (Status, error) {
+// maxBlob bounds the manifests and configs Verify reads (containerd's own
+// limit for a fetched manifest).
+const maxBlob = 4 << 20
+
+func verifyOne(ctx context.Context, c *client.Client, records map[string]ctrimages.Image, e Entry) (Status, error) {
 	st := Status{Entry: e}
-	is := c.ImageService()
-	tag, err := is.Get(ctx, e.Ref)
-	if errdefs.IsNotFound(err) {
+	tag, ok := records[e.Ref]
+	if !ok {
 		return st, nil
-	}
-	if err != nil {
-		return st, err
 	}
 	st.Found = tag.Target.Digest.String()
 	if !st.Present() {
 		return st, nil
 	}
-	img := client.NewImage(c, tag)
-	if st.Unpacked, err = img.IsUnpacked(ctx, Snapshotter); err != nil && !errdefs.IsNotFound(err) {
-		return st, err
-	}
-	config, err := img.Config(ctx)
+	cs := c.ContentStore()
+	manifest, err := readJSON[ocispec.Manifest](ctx, cs, tag.Target)
 	if errdefs.IsNotFound(err) {
 		// The manifest or config blob is gone: only an import brings it back.
-		st.Unpacked = false
 		return st, nil
 	}
 	if err != nil {
 		return st, err
 	}
+	config, err := readJSON[ocispec.Image](ctx, cs, manifest.Config)
+	if errdefs.IsNotFound(err) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	chain := identity.ChainID(config.RootFS.DiffIDs).String()
+	switch _, err := c.SnapshotService(Snapshotter).Stat(ctx, chain); {
+	case err == nil:
+		st.Unpacked = true
+	case !errdefs.IsNotFound(err):
+		return st, err
+	}
 	st.Refs, st.Pinned = true, pinned(tag)
-	for _, name := range []string{e.DigestRef(), config.Digest.String()} {
-		ref, err := is.Get(ctx, name)
-		if errdefs.IsNotFound(err) {
-			st.Refs = false
-			continue
-		}
-		if err != nil {
-			return st, err
-		}
-		st.Refs = st.Refs && ref.Target.Digest.String() == e.Digest
-		st.Pinned = st.Pinned && pinned(ref)
+	for _, name := range []string{e.DigestRef(), manifest.Config.Digest.String()} {
+		ref, ok := records[name]
+		st.Refs = st.Refs && ok && ref.Target.Digest.String() == e.Digest
+		st.Pinned = st.Pinned && ok && pinned(ref)
 	}
 	return st, nil
+}
+
+// readJSON reads and decodes the blob desc names, at most maxBlob bytes.
+func readJSON[T any](ctx context.Context, cs content.Provider, desc ocispec.Descriptor) (T, error) {
+	var v T
+	if desc.Size > maxBlob {
+		return v, fmt.Errorf("blob %s is %d bytes, more than %d", desc.Digest, desc.Size, maxBlob)
+	}
+	data, err := content.ReadBlob(ctx, cs, desc)
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	return v, nil
 }
 
 func pinned(img ctrimages.Image) bool {

@@ -173,8 +173,11 @@ func prune(root, rel string) error {
 // (core/metadata/boltutil).
 var timestampKeys = []string{"createdat", "updatedat"}
 
-// rewriteDB copies the bolt database at path into a fresh file, bucket by
-// bucket in key order, with every timestamp set to stamp, and replaces it.
+// rewriteDB copies the bolt database at path into a fresh file, with every
+// timestamp set to stamp, and replaces it. bbolt writes the dirty child
+// buckets of a bucket in Go map order, so the copy runs one transaction
+// per bucket (its own keys, in key order): each transaction dirties one
+// chain of buckets and the same database always gives the same bytes.
 func rewriteDB(path string, stamp []byte) error {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -187,21 +190,18 @@ func rewriteDB(path string, stamp []byte) error {
 	defer src.Close()
 	tmp := path + ".rewrite"
 	_ = os.Remove(tmp)
-	dst, err := bolt.Open(tmp, st.Mode().Perm(), &bolt.Options{Timeout: time.Second})
+	dst, err := bolt.Open(tmp, st.Mode().Perm(), &bolt.Options{Timeout: time.Second, NoSync: true})
 	if err != nil {
 		return err
 	}
 	err = src.View(func(stx *bolt.Tx) error {
-		return dst.Update(func(dtx *bolt.Tx) error {
-			return stx.ForEach(func(name []byte, sb *bolt.Bucket) error {
-				db, err := dtx.CreateBucket(name)
-				if err != nil {
-					return err
-				}
-				return copyBucket(db, sb, stamp)
-			})
+		return stx.ForEach(func(name []byte, sb *bolt.Bucket) error {
+			return copyBucket(dst, [][]byte{name}, sb, stamp)
 		})
 	})
+	if err == nil {
+		err = dst.Sync()
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
@@ -215,21 +215,42 @@ func rewriteDB(path string, stamp []byte) error {
 	return os.Rename(tmp, path)
 }
 
-func copyBucket(dst, src *bolt.Bucket, stamp []byte) error {
-	if err := dst.SetSequence(src.Sequence()); err != nil {
-		return err
-	}
-	return src.ForEach(func(k, v []byte) error {
-		if v == nil {
-			child, err := dst.CreateBucket(k)
+// copyBucket creates the bucket at path in dst with src's sequence and
+// keys, then its child buckets, each in a transaction of its own.
+func copyBucket(dst *bolt.DB, path [][]byte, src *bolt.Bucket, stamp []byte) error {
+	var children [][]byte
+	err := dst.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(path[0])
+		for _, name := range path[1:] {
 			if err != nil {
 				return err
 			}
-			return copyBucket(child, src.Bucket(k), stamp)
+			b, err = b.CreateBucketIfNotExists(name)
 		}
-		if slices.Contains(timestampKeys, string(k)) {
-			v = stamp
+		if err != nil {
+			return err
 		}
-		return dst.Put(k, v)
+		if err := b.SetSequence(src.Sequence()); err != nil {
+			return err
+		}
+		return src.ForEach(func(k, v []byte) error {
+			if v == nil {
+				children = append(children, k)
+				return nil
+			}
+			if slices.Contains(timestampKeys, string(k)) {
+				v = stamp
+			}
+			return b.Put(k, v)
+		})
 	})
+	if err != nil {
+		return err
+	}
+	for _, k := range children {
+		if err := copyBucket(dst, append(slices.Clip(path), k), src.Bucket(k), stamp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
