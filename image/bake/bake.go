@@ -26,12 +26,6 @@ type File struct {
 	Mode   os.FileMode // permission bits; owner is always root:root
 }
 
-// Tree is a directory placed in the image.
-type Tree struct {
-	Path   string // absolute path in the image; made if missing
-	Source string // directory on the build host
-}
-
 // Options say what to add to the rootfs.
 type Options struct {
 	// Overlays are directory trees copied over the rootfs in order, as
@@ -39,9 +33,6 @@ type Options struct {
 	Overlays []string
 	// Files are copied after the overlays.
 	Files []File
-	// Trees are directory trees copied as they are (owners, modes, device
-	// nodes, xattrs), after the files.
-	Trees []Tree
 	// Enable are units enabled with systemctl --root.
 	Enable []string
 	// Mask are units masked with systemctl --root.
@@ -75,18 +66,6 @@ func Bake(ctx context.Context, rootfs, dst string, opts Options) error {
 	}
 	for _, f := range opts.Files {
 		if err := placeFile(dst, f); err != nil {
-			return err
-		}
-	}
-	for _, t := range opts.Trees {
-		if !filepath.IsAbs(t.Path) {
-			return fmt.Errorf("image path %q is not absolute", t.Path)
-		}
-		target := filepath.Join(dst, t.Path)
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return err
-		}
-		if err := run(ctx, "cp", "-a", "--reflink=auto", t.Source+"/.", target); err != nil {
 			return err
 		}
 	}

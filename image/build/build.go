@@ -6,12 +6,13 @@
 //	store    containerd's image store: every locked image imported by our
 //	         containerd on a private root, pinned, unpacked (image/store)
 //	                                             cached by containerd + image digests
-//	root     bake (overlays, artifacts, units, the store in /var/lib/containerd,
-//	         cleanup) + mksquashfs
-//	                                             cached by rootfs + overlays + artifacts + store
+//	root     bake (overlays, artifacts, units, cleanup) + mksquashfs
+//	                                             cached by rootfs + overlays + artifacts
+//	state    STATE's ext4: the root's /var + the store (image/statefs)
+//	                                             cached by root + store + size
 //	esp      systemd-boot, loader entry, kernel, initrd on FAT32
 //	                                             cached by initrd + kernel command line
-//	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B
+//	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B, STATE
 //	outputs  raw, and qcow2 by qemu-img convert, written to temporary names
 //	         and renamed on success
 //
@@ -39,6 +40,7 @@ import (
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/squashfs"
+	"kubeboot.dev/kubeboot/image/statefs"
 	"kubeboot.dev/kubeboot/image/store"
 )
 
@@ -47,7 +49,7 @@ import (
 const (
 	// PackagesLock is the installed Debian package list, in the image.
 	PackagesLock = "/usr/share/kubeboot/packages.lock"
-	// ContainerdRoot is containerd's store, seeded into STATE on first boot.
+	// ContainerdRoot is containerd's store, on STATE.
 	ContainerdRoot = "/var/lib/containerd"
 )
 
@@ -210,7 +212,6 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	for _, f := range in.files {
 		rootKey.add("file", f.Path, f.Mode.String(), f.hash)
 	}
-	rootKey.add("store", in.storeKey)
 	rootKey.add("enable", in.enable...)
 	rootKey.add("mask", in.mask...)
 	rootKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
@@ -223,14 +224,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			// The two halves are timed on their own (shown as root/bake and
 			// root/squashfs before the root total).
 			start := time.Now()
-			var trees []bake.Tree
-			if storeDir != "" {
-				// In the image's /var, which the initrd copies to STATE on
-				// first boot: containerd starts with every image in place.
-				trees = append(trees, bake.Tree{Path: ContainerdRoot, Source: filepath.Join(storeDir, "containerd")})
-			}
 			if err := bake.Bake(ctx, tree, baked, bake.Options{
-				Overlays: in.overlays, Files: files, Trees: trees, Enable: in.enable, Mask: in.mask,
+				Overlays: in.overlays, Files: files, Enable: in.enable, Mask: in.mask,
 			}); err != nil {
 				return err
 			}
@@ -247,6 +242,39 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return res, err
 	}
 	rootImage := filepath.Join(rootDir, "root.squashfs")
+
+	// The disk's layout: ROOT-A and ROOT-B sized from the squashfs, STATE
+	// the rest of output.diskSize.
+	st, err := os.Stat(rootImage)
+	if err != nil {
+		return res, err
+	}
+	res.RootSize, res.ESPSize = st.Size(), espSize
+	rootSize := max(roundUp(st.Size()*3/2, rootAlign), minRootSize)
+	stateSize := in.diskSize - disk.Layout{Partitions: []disk.Partition{{Size: espSize}, {Size: rootSize}, {Size: rootSize}}}.Size()
+	if stateSize < minStateSize {
+		return res, fmt.Errorf("output.diskSize %d MiB leaves %d MiB for STATE after ESP and 2 x %d MiB root partitions; STATE needs at least %d MiB: raise output.diskSize in %s",
+			in.diskSize/disk.MiB, stateSize/disk.MiB, rootSize/disk.MiB, minStateSize/disk.MiB, o.SpecPath)
+	}
+
+	// state: STATE's ext4 with the image's /var and the store
+	stateKey := newHasher("state v1")
+	stateKey.add("rootfs", in.rootfs.Key()) // mke2fs
+	stateKey.add("root", rootKey.sum())     // /var
+	stateKey.add("store", in.storeKey)
+	stateKey.add("size", strconv.FormatInt(stateSize, 10))
+	stateKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+	stateKey.add("mke2fs", strings.Join(statefs.Args(statefs.Options{UUID: "U", HashSeed: "H", Var: "D", Out: "O", Size: 4096}), " "))
+	var stateDir string
+	if err := timed("state", func() (bool, error) {
+		dir, cached, err := steps.make("state", stateKey.sum(), func(tmp string) error {
+			return buildState(ctx, tmp, rootImage, storeDir, tree, stateSize, stateKey.sum(), o.SourceDateEpoch)
+		})
+		stateDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
 
 	// esp
 	espKey := newHasher("esp v1")
@@ -271,30 +299,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 
 	// disk + outputs
 	if err := timed("disk", func() (bool, error) {
-		st, err := os.Stat(rootImage)
-		if err != nil {
-			return false, err
-		}
-		res.RootSize = st.Size()
-		res.ESPSize = espSize
-		rootSize := roundUp(st.Size()*3/2, rootAlign)
-		if rootSize < minRootSize {
-			rootSize = minRootSize
-		}
 		layout := disk.Layout{Partitions: []disk.Partition{
 			{Name: "ESP", Type: disk.TypeESP, Size: espSize, Contents: espImage},
 			{Name: "ROOT-A", Type: disk.TypeRootX86_64, Size: rootSize, Contents: rootImage},
 			{Name: "ROOT-B", Type: disk.TypeRootX86_64, Size: rootSize},
+			{Name: statefs.Label, Type: disk.TypeLinuxData, Size: stateSize, Contents: filepath.Join(stateDir, "state.img")},
 		}}
-		fixed := layout.Size()
-		layout.FreeTail = in.diskSize - fixed
-		if layout.FreeTail < minStateSize {
-			return false, fmt.Errorf("output.diskSize %d MiB leaves %d MiB for STATE after ESP and 2 x %d MiB root partitions; STATE needs at least %d MiB: raise output.diskSize in %s",
-				in.diskSize/disk.MiB, layout.FreeTail/disk.MiB, rootSize/disk.MiB, minStateSize/disk.MiB, o.SpecPath)
-		}
-		seed := newHasher("disk v1")
+		seed := newHasher("disk v2")
 		seed.add("root", rootKey.sum())
 		seed.add("esp", espKey.sum())
+		seed.add("state", stateKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
 		if err := writeAtomically(o.Output, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
@@ -320,6 +334,26 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// buildState writes dir/state.img: the image's /var (from the squashfs,
+// where every time is already fixed) with the store from storeDir (if any)
+// at /var/lib/containerd.
+func buildState(ctx context.Context, dir, rootImage, storeDir, rootfs string, size int64, key string, epoch int64) error {
+	tree := filepath.Join(dir, "tree")
+	defer os.RemoveAll(tree)
+	if err := run(ctx, "unsquashfs", "-q", "-n", "-d", tree, rootImage, "/var"); err != nil {
+		return err
+	}
+	if storeDir != "" {
+		if err := run(ctx, "cp", "-a", "--reflink=auto", filepath.Join(storeDir, "containerd"), filepath.Join(tree, ContainerdRoot)); err != nil {
+			return err
+		}
+	}
+	return statefs.Build(ctx, statefs.Options{
+		Rootfs: rootfs, Var: filepath.Join(tree, "var"), Out: filepath.Join(dir, "state.img"), Size: size,
+		UUID: disk.GUID(key, "STATE ext4"), HashSeed: disk.GUID(key, "STATE hash seed"), SourceDateEpoch: epoch,
+	})
 }
 
 // espFiles are systemd-boot, its configuration, the kernel and the initrd.

@@ -45,8 +45,8 @@ type inputs struct {
 	containerd     string
 	containerdHash string
 	storeKey       string
-	diskSize        int64
-	qcow2           bool
+	diskSize       int64
+	qcow2          bool
 }
 
 // resolve reads the spec (and, unless OSOnly, the artifacts it pins) and

@@ -14,8 +14,8 @@ import (
 	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/fetch"
 	"kubeboot.dev/kubeboot/image/lock"
-	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/privatecontainerd"
+	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/internal/containerdtest"
 )

@@ -65,7 +65,7 @@ type Daemon struct {
 	// Socket is the gRPC socket; Root the store.
 	Socket, Root string
 	// Dir holds config, state, socket and log; removed by Stop.
-	Dir string
+	Dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File

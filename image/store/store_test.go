@@ -53,7 +53,7 @@ func build(t *testing.T, bins map[string]string, imgs []store.Image) string {
 }
 
 func TestBuildMakesAPinnedUnpackedStore(t *testing.T) {
-	bins := containerdtest.Binaries(t, "containerd", "ctr")
+	bins := containerdtest.Binaries(t, "containerd", "ctr", "crictl")
 	imgs := archives(t)
 	root := build(t, bins, imgs)
 
@@ -75,8 +75,9 @@ func TestBuildMakesAPinnedUnpackedStore(t *testing.T) {
 	}
 
 	// A containerd started on the store finds every image, pinned and
-	// unpacked, through the Go client and through ctr.
-	d := containerdtest.Start(t, privatecontainerd.Options{Binaries: map[string]string{"containerd": bins["containerd"]}, Root: root})
+	// unpacked, through the Go client, ctr and the CRI plugin (crictl), as
+	// the kubelet would.
+	d := containerdtest.Start(t, privatecontainerd.Options{Binaries: map[string]string{"containerd": bins["containerd"]}, Root: root, CRI: true})
 	c, err := images.Connect(context.Background(), d.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +118,31 @@ func TestBuildMakesAPinnedUnpackedStore(t *testing.T) {
 	snaps := ctr("snapshots", "--snapshotter", images.Snapshotter, "ls")
 	if n := strings.Count(snaps, "Committed"); n != len(imgs) {
 		t.Errorf("%d committed overlayfs snapshots, want %d (one layer each):\n%s", n, len(imgs), snaps)
+	}
+
+	crictl := func(args ...string) string {
+		out, err := exec.Command(bins["crictl"], append([]string{"--image-endpoint", "unix://" + d.Socket, "--timeout", "30s"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("crictl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	var listed []string
+	for _, l := range strings.Split(strings.TrimSpace(crictl("images")), "\n")[1:] {
+		f := strings.Fields(l)
+		listed = append(listed, f[0]+":"+f[1])
+	}
+	var want []string
+	for _, im := range imgs {
+		want = append(want, im.Ref)
+	}
+	if strings.Join(listed, " ") != strings.Join(want, " ") {
+		t.Errorf("crictl images lists %q, want %q", listed, want)
+	}
+	for _, im := range imgs {
+		if out := crictl("inspecti", "-o", "json", im.Ref); !strings.Contains(out, `"pinned": true`) || !strings.Contains(out, im.DigestRef()) {
+			t.Errorf("crictl inspecti %s: not pinned, or without its digest reference:\n%s", im.Ref, out)
+		}
 	}
 }
 
