@@ -2,16 +2,38 @@ package images_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"kubeboot.dev/kubeboot/bootstrapd/images"
+	"kubeboot.dev/kubeboot/internal/containerdtest"
 )
 
 // BenchmarkPlanNoChange is the images stage on a node whose pinned images
-// are all in place (every boot after the first, and the first too with the
-// build-time store): the check of three images against a real containerd.
+// are all in place (every boot, the first too with the build-time store):
+// connecting to a real containerd and checking three small images.
 func BenchmarkPlanNoChange(b *testing.B) {
 	n := newNode(b)
+	benchPlan(b, n)
+}
+
+// BenchmarkPlanNoChangeLockedSet is the same with the seven images of
+// configs/image.lock, from the artifact cache.
+func BenchmarkPlanNoChangeLockedSet(b *testing.B) {
+	entries, archives := containerdtest.LockedImages(b)
+	n := newNodeWith(b, func(dir string) []images.Entry {
+		for i, e := range entries {
+			if err := os.Symlink(archives[i], filepath.Join(dir, e.File)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return entries
+	})
+	benchPlan(b, n)
+}
+
+func benchPlan(b *testing.B, n *node) {
 	s := images.New()
 	if _, err := s.Apply(context.Background(), n.env); err != nil {
 		b.Fatal(err)

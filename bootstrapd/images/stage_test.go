@@ -54,16 +54,23 @@ func bakedRoot(t testing.TB, add func(dir string) []images.Entry) (string, []ima
 	return root, entries
 }
 
+// newNode is a node with the archives of testImages.
 func newNode(t testing.TB) *node {
 	t.Helper()
-	n := &node{}
-	n.root, n.entries = bakedRoot(t, func(dir string) (es []images.Entry) {
+	return newNodeWith(t, func(dir string) (es []images.Entry) {
 		for _, im := range testImages {
 			e, _ := containerdtest.Archive(t, dir, im.ref, im.files)
 			es = append(es, e)
 		}
 		return es
 	})
+}
+
+// newNodeWith is a node whose image directory add fills (see bakedRoot).
+func newNodeWith(t testing.TB, add func(dir string) []images.Entry) *node {
+	t.Helper()
+	n := &node{}
+	n.root, n.entries = bakedRoot(t, add)
 	n.daemon = containerdtest.Start(t, privatecontainerd.Options{Root: filepath.Join(t.TempDir(), "containerd")})
 	sock := filepath.Join(n.root, images.Socket)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {

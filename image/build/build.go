@@ -258,7 +258,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	// state: STATE's ext4 with the image's /var and the store
-	stateKey := newHasher("state v1")
+	stateKey := newHasher("state v2")
 	stateKey.add("rootfs", in.rootfs.Key()) // mke2fs
 	stateKey.add("root", rootKey.sum())     // /var
 	stateKey.add("store", in.storeKey)

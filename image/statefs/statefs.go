@@ -16,11 +16,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Label is STATE's file system label (the partition's GPT name is the
@@ -57,6 +60,9 @@ func Build(ctx context.Context, o Options) error {
 	if err := os.WriteFile(filepath.Join(o.Var, SeededMarker), nil, 0o644); err != nil {
 		return err
 	}
+	if err := atimeIsMtime(o.Var); err != nil {
+		return err
+	}
 	loader := filepath.Join(o.Rootfs, "usr/lib64/ld-linux-x86-64.so.2")
 	libs := filepath.Join(o.Rootfs, "usr/lib/x86_64-linux-gnu")
 	mke2fs := filepath.Join(o.Rootfs, "usr/sbin/mke2fs")
@@ -76,6 +82,24 @@ func Build(ctx context.Context, o Options) error {
 		return fmt.Errorf("mke2fs %s: %w: %s", strings.Join(Args(o), " "), err, strings.TrimSpace(log.String()))
 	}
 	return nil
+}
+
+// atimeIsMtime sets every entry's access time under dir to its
+// modification time: mke2fs copies access times, which tell when the build
+// host last read a file, and clamps only times after SOURCE_DATE_EPOCH
+// (image layers often carry older ones).
+func atimeIsMtime(dir string) error {
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		ts := []unix.Timespec{st.Mtim, st.Mtim}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
 }
 
 // Args are mke2fs's arguments. lazy_itable_init=0: the inode tables are

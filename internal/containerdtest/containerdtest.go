@@ -18,10 +18,9 @@ import (
 	"kubeboot.dev/kubeboot/image/privatecontainerd"
 )
 
-// Binaries returns the cached paths of names (containerd, ctr, crictl,
-// runc, ...) from configs/image.yaml's lock, skipping the test with the
-// reason when one is not built or the test does not run as root.
-func Binaries(tb testing.TB, names ...string) map[string]string {
+// locked resolves configs/image.yaml against the artifact cache, skipping
+// the test when it does not run as root.
+func locked(tb testing.TB) (*artifacts.Set, map[string]bool) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root: containerd mounts snapshots in its own mount namespace")
@@ -40,15 +39,42 @@ func Binaries(tb testing.TB, names ...string) map[string]string {
 	for _, it := range items {
 		cached[it.Name] = it.Cached
 	}
+	return set, cached
+}
+
+// Binaries returns the cached paths of names (containerd, ctr, crictl,
+// runc, ...) from configs/image.yaml's lock, skipping the test with the
+// reason when one is not built or the test does not run as root.
+func Binaries(tb testing.TB, names ...string) map[string]string {
+	tb.Helper()
+	set, cached := locked(tb)
 	out := map[string]string{}
 	for _, n := range names {
 		p, ok := set.Binaries[n]
 		if !ok || !cached[n] {
-			tb.Skipf("%s is not built in %s: run make artifacts", n, dir)
+			tb.Skipf("%s is not built in %s: run make artifacts", n, set.Cache.Dir)
 		}
 		out[n] = p
 	}
 	return out
+}
+
+// LockedImages returns the index entries of configs/image.yaml's pinned
+// images and their archives in the cache, skipping the test when one is
+// not built.
+func LockedImages(tb testing.TB) ([]images.Entry, []string) {
+	tb.Helper()
+	set, cached := locked(tb)
+	var entries []images.Entry
+	var paths []string
+	for _, im := range set.Images {
+		if !cached[im.Ref] {
+			tb.Skipf("image %s is not built in %s: run make artifacts", im.Ref, set.Cache.Dir)
+		}
+		entries = append(entries, images.Entry{Ref: im.Ref, Digest: im.Digest, File: images.FileName(im.Ref)})
+		paths = append(paths, im.Path)
+	}
+	return entries, paths
 }
 
 // Start runs containerd (CRI off unless o.CRI) on root and stops it when
