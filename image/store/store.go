@@ -90,6 +90,9 @@ func Build(ctx context.Context, o Options) (err error) {
 		}
 	}()
 	if err := importAll(ctx, d, o); err != nil {
+		if ctx.Err() != nil {
+			return err // interrupted: containerd's log adds nothing
+		}
 		return fmt.Errorf("%w\ncontainerd's log:\n%s", err, d.LogTail())
 	}
 	if err := d.Stop(); err != nil {
