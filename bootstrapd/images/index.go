@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -71,7 +72,7 @@ func FormatIndex(entries []Entry) []byte {
 
 // ReadIndex reads and checks the index at IndexPath under root.
 func ReadIndex(root string) ([]Entry, error) {
-	p := path.Join(root, IndexPath)
+	p := filepath.Join(root, IndexPath)
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err

@@ -262,7 +262,10 @@ func Import(ctx context.Context, c *client.Client, e Entry, archive string) (err
 		return err
 	}
 	defer func() {
-		if derr := ls.Delete(withNamespace(context.WithoutCancel(ctx)), lease, leases.SynchronousDelete); derr != nil && err == nil {
+		// Also after a cancelled import, but not forever.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := ls.Delete(dctx, lease, leases.SynchronousDelete); derr != nil && err == nil {
 			err = fmt.Errorf("release the import lease: %w", derr)
 		}
 	}()
