@@ -35,6 +35,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeadm"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
 	"kubeboot.dev/kubeboot/bootstrapd/kubelet"
@@ -72,7 +73,10 @@ func Plan() []engine.Step {
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase. (images comes first.)
+		// The Kubernetes phase. The images are in the store made at build
+		// time; containerd starts alongside bootstrapd, so the first
+		// attempts may find no socket yet.
+		{Stage: images.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
 		// Enabled before kubeadm's preflight checks it; running on later boots.
 		{Stage: kubelet.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
 		// Once in the node's life; under TCG kubeadm init takes 2-3 min and

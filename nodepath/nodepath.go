@@ -9,6 +9,11 @@ const (
 	ImagesDir = "/usr/share/kubeboot/images"
 	// ImagesIndex lists "<ref> <digest> <file>" per archive.
 	ImagesIndex = ImagesDir + "/index"
+	// ContainerdRoot is containerd's store, on STATE: made at build time
+	// with every pinned image in it.
+	ContainerdRoot = "/var/lib/containerd"
+	// ContainerdSocket is containerd's gRPC socket.
+	ContainerdSocket = "/run/containerd/containerd.sock"
 	// PackagesLock is the installed Debian package list, in the image.
 	PackagesLock = "/usr/share/kubeboot/packages.lock"
 

@@ -3,8 +3,8 @@
 # cold build (empty image step cache, mmdebstrap included), warm rebuild with
 # nothing changed, rebuild after an overlay change, each step's time, image
 # sizes, and the floor: the same mksquashfs and sfdisk work run bare.
-# Also checks reproducibility: the root step rebuilt from the same rootfs
-# gives the same raw image (sha256).
+# Also checks reproducibility: the initrd, store, root, state and esp steps
+# rebuilt from the same rootfs give the same raw image (sha256).
 #
 #   scripts/bench-image.sh [SPEC]     (default configs/image.yaml; needs make build artifacts)
 set -euo pipefail
@@ -37,9 +37,9 @@ cp "$(dirname "$SPEC")/$(basename "${SPEC%.yaml}").lock" "$WORK/spec.lock"
 build "after an overlay change" "$WORK/spec.yaml" "$WORK/overlay.raw"
 
 # Reproducibility: drop the cached root, initrd and esp steps and rebuild
-# from the same cached rootfs.
-rm -rf "$CACHE/image/root" "$CACHE/image/initrd" "$CACHE/image/esp"
-build "rebuild of initrd/root/esp from the cached rootfs" "$SPEC" "$WORK/again.raw"
+# from the same cached rootfs (containerd's store and STATE included).
+rm -rf "$CACHE/image/root" "$CACHE/image/initrd" "$CACHE/image/esp" "$CACHE/image/store" "$CACHE/image/state"
+build "rebuild of initrd/store/root/state/esp from the cached rootfs" "$SPEC" "$WORK/again.raw"
 a=$(sha256sum < "$WORK/cold.raw" | cut -d' ' -f1); b=$(sha256sum < "$WORK/again.raw" | cut -d' ' -f1)
 echo "sha256 cold  $a"; echo "sha256 again $b"; [[ $a == "$b" ]] && echo "reproducible: yes" || echo "reproducible: NO"
 echo

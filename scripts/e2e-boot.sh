@@ -19,8 +19,10 @@
 #   namespace reaches a listener on an opened port and is rejected by
 #   firewalld on an unlisted one; STATE was
 #   created by systemd-repart and is mounted on /var (ext4); / is a read-only
-#   squashfs; /etc is an overlay whose changes survive a reboot; after the
-#   disk grows (qemu-img resize between two boots) STATE and its ext4 grow.
+#   squashfs; /etc is an overlay whose changes survive a reboot; crictl
+#   lists exactly the pinned images of the index, all pinned, none imported
+#   or pulled on the node; after the disk grows (qemu-img resize between two
+#   boots) STATE and its ext4 grow.
 # Logs (serial console, shell transcript) are kept in $KUBEBOOT_E2E_LOGS
 # (default out/e2e-boot/).
 set -euo pipefail
@@ -256,6 +258,27 @@ check_firewall() {
 }
 check_firewall
 
+# The pinned images (bootstrapd/images): crictl lists exactly the index's
+# set, every one pinned, and all of containerd's content dates from the
+# build (SOURCE_DATE_EPOCH, decades ago): nothing was imported or pulled on
+# the node.
+check_images() {
+  guest 'diff <(crictl images | awk "NR > 1 {print \$1\":\"\$2}" | sort) <(awk "{print \$1}" /usr/share/kubeboot/images/index | sort)' 60 ||
+    die "crictl images is not the pinned set of /usr/share/kubeboot/images/index:"$'\n'"$OUT"
+  guest 'n=$(wc -l < /usr/share/kubeboot/images/index); p=$(crictl inspecti -o json $(crictl images -q) | grep -c "\"pinned\": true"); echo "$p/$n"' 60
+  [[ ${OUT//$'\n'/} =~ ^([0-9]+)/([0-9]+)$ && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" && ${BASH_REMATCH[1]} -gt 0 ]] ||
+    die "not every pinned image is pinned in CRI (pinned/images): $OUT"
+  local n=${BASH_REMATCH[2]}
+  guest 'ctr -n k8s.io content ls | awk "NR > 1 && \$4 != \"years\"" | head' ||
+    die "ctr content ls failed: $OUT"
+  [[ -z ${OUT//$'\n'/} ]] || die "containerd holds content made on the node (imported or pulled):"$'\n'"$OUT"
+  guest 'journalctl -k -b -o cat | grep "kubeboot: STATE seeded"' || true
+  [[ -n $OUT ]] && echo "e2e-boot: ${OUT%%$'\n'*}"
+  guest 'systemctl show -p ActiveEnterTimestampMonotonic --value containerd.service' || true
+  [[ ${OUT//$'\n'/} =~ ^[1-9][0-9]*$ ]] && echo "e2e-boot: containerd (with the images) active $(( ${OUT//$'\n'/} / 1000 )) ms after the kernel started"
+  check "crictl images = the $n pinned images of the index, all pinned, none imported or pulled on the node"
+}
+
 guest 'findmnt -n -o FSTYPE,OPTIONS /' || die "findmnt / failed"
 [[ $OUT == squashfs* && ,${OUT#* }, == *,ro,* ]] || die "root is not a read-only squashfs: $OUT"
 guest 'touch /kubeboot-e2e-probe' && die "root file system is writable"
@@ -279,6 +302,7 @@ if guest 'test -x /usr/bin/containerd'; then
   guest 'findmnt -n -o FSTYPE -T /var/lib/containerd' && [[ ${OUT//$'\n'/} == ext4 ]] || die "/var/lib/containerd is on '$OUT', want ext4 (STATE)"
   guest 'ctr --address /run/containerd/containerd.sock version' || die "ctr cannot talk to containerd: $OUT"
   check "containerd active, its store on ext4"
+  check_images
   guest 'systemctl is-enabled kubelet.service' && [[ ${OUT//$'\n'/} == enabled ]] || die "kubelet.service is not enabled: $OUT"
   guest 'systemctl show -p ConditionResult --value kubelet.service' && [[ ${OUT//$'\n'/} == no ]] || die "kubelet.service ran before kubeadm wrote its config (ConditionResult=$OUT)"
   check "kubelet enabled and idle until kubeadm writes /var/lib/kubelet/config.yaml"

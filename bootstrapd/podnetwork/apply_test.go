@@ -37,7 +37,7 @@ func TestStageAgainstAPIServer(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(index, []byte(testImage+" sha256:00 flannel_v0.28.10.tar\n"), 0o644); err != nil {
+	if err := os.WriteFile(index, []byte(testImage+" sha256:0000000000000000000000000000000000000000000000000000000000000000 flannel_v0.28.10.tar\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// No admin.conf yet: Plan lists every object, Apply waits for kubeadm.

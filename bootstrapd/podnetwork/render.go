@@ -6,28 +6,24 @@
 package podnetwork
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"text/template"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/machineconfig"
 	"kubeboot.dev/kubeboot/manifests"
+	"kubeboot.dev/kubeboot/nodepath"
 )
-
-// maxIndexSize bounds what is read from the image index.
-const maxIndexSize = 1 << 20
 
 // netConf is flannel's net-conf.json (flannel's pkg/subnet config).
 type netConf struct {
@@ -113,30 +109,24 @@ func Render(cfg *machineconfig.MachineConfig, image string) ([]*unstructured.Uns
 	return objs, nil
 }
 
-// Image finds the flannel image in the node's image index at path.
-func Image(path string) (string, error) {
-	f, err := os.Open(path)
+// Image finds the flannel image in the node's image index under root.
+func Image(root string) (string, error) {
+	entries, err := images.ReadIndex(root)
 	if err != nil {
 		return "", fmt.Errorf("the node image's image list: %w (was the image built with a podNetwork section?)", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, maxIndexSize))
 	var found []string
-	for sc.Scan() {
-		ref, _, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
-		if strings.HasPrefix(ref, spec.FlannelRepository+":") {
-			found = append(found, ref)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Ref, spec.FlannelRepository+":") {
+			found = append(found, e.Ref)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("%s lists no %s image: the node image has no pod network (add podNetwork to the image spec)", path, spec.FlannelRepository)
+		return "", fmt.Errorf("%s lists no %s image: the node image has no pod network (add podNetwork to the image spec)", nodepath.ImagesIndex, spec.FlannelRepository)
 	case 1:
 		return found[0], nil
 	default:
-		return "", fmt.Errorf("%s lists %d flannel images (%s); the image spec pins one", path, len(found), strings.Join(found, ", "))
+		return "", fmt.Errorf("%s lists %d flannel images (%s); the image spec pins one", nodepath.ImagesIndex, len(found), strings.Join(found, ", "))
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -110,21 +111,24 @@ func TestImageIndex(t *testing.T) {
 		t.Fatalf("configs/image.yaml pod network images: %v", want)
 	}
 	dir := t.TempDir()
-	index := filepath.Join(dir, "index")
+	index := filepath.Join(dir, nodepath.ImagesIndex)
+	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	write := func(s string) {
 		if err := os.WriteFile(index, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("registry.k8s.io/pause:3.10.2 sha256:aa pause_3.10.2.tar\n" + want[0] + " sha256:bb flannel_v0.28.10.tar\n")
-	if got, err := Image(index); err != nil || got != want[0] {
+	write("registry.k8s.io/pause:3.10.2 sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa pause_3.10.2.tar\n" + want[0] + " sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb flannel_v0.28.10.tar\n")
+	if got, err := Image(dir); err != nil || got != want[0] {
 		t.Errorf("Image = %q, %v; want %s", got, err, want[0])
 	}
 	if _, err := Render(loadConfig(t, "controller.yaml"), want[0]); err != nil {
 		t.Errorf("the pinned image does not render: %v", err)
 	}
-	write("registry.k8s.io/pause:3.10.2 sha256:aa pause_3.10.2.tar\n")
-	if _, err := Image(index); err == nil || !strings.Contains(err.Error(), "no ghcr.io/flannel-io/flannel image") {
+	write("registry.k8s.io/pause:3.10.2 sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa pause_3.10.2.tar\n")
+	if _, err := Image(dir); err == nil || !strings.Contains(err.Error(), "no ghcr.io/flannel-io/flannel image") {
 		t.Errorf("an index without flannel: %v", err)
 	}
 	if _, err := Image(filepath.Join(dir, "missing")); err == nil {

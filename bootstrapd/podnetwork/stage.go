@@ -76,7 +76,7 @@ func (podNetworkStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Chang
 }
 
 func objects(env *stage.Env) ([]*unstructured.Unstructured, error) {
-	image, err := Image(env.Path(nodepath.ImagesIndex))
+	image, err := Image(env.Root)
 	if err != nil {
 		return nil, err
 	}

@@ -65,9 +65,8 @@ type Options struct {
 	// name resolves to, on etcd's port.
 	EtcdEndpoints func(ctx context.Context, cfg *machineconfig.MachineConfig) ([]string, error)
 	// EtcdBinary finds an etcd to run as the stand-in of a stale member
-	// (see takeOver), and release gives it back; on the node it comes from
-	// the pinned etcd image in containerd.
-	EtcdBinary func(ctx context.Context) (path string, release func(), err error)
+	// (see standIn), and release gives it back; nil means pinnedEtcd.
+	EtcdBinary func(ctx context.Context, env *stage.Env) (path string, release func(), err error)
 }
 
 // Prepare clears the node's earlier life from the cluster, returning what

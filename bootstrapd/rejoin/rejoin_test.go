@@ -91,7 +91,7 @@ func TestStandInRestoresQuorumOfTwo(t *testing.T) {
 	env := rebuiltEnv(t, c, "cp-b", gone.PeerURL)
 	o := Options{
 		EtcdEndpoints: endpointsOf(c.Etcd[0]),
-		EtcdBinary:    func(context.Context) (string, func(), error) { return etcd, func() {}, nil },
+		EtcdBinary:    func(context.Context, *stage.Env) (string, func(), error) { return etcd, func() {}, nil },
 	}
 	change, err := removeStaleMember(context.Background(), env, o)
 	if err != nil {

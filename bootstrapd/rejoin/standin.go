@@ -13,8 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // quorumTimeout bounds how long the stand-in may take to catch up with the
@@ -39,9 +41,6 @@ type standInProcess struct {
 // the stale member through them, which also ends the stand-in; stop cleans
 // up. kubeadm join then adds this node as a new member.
 func standIn(ctx context.Context, env *stage.Env, o Options, cli *etcdGateway, stale member, members []member) (*standInProcess, error) {
-	if o.EtcdBinary == nil {
-		return nil, errors.New("no etcd to stand in for the stale member with")
-	}
 	if len(stale.PeerURLs) != 1 {
 		return nil, fmt.Errorf("stale etcd member %s has %d peer URLs; expected kubeadm's one", stale.Name, len(stale.PeerURLs))
 	}
@@ -90,7 +89,11 @@ func standIn(ctx context.Context, env *stage.Env, o Options, cli *etcdGateway, s
 	if err := waitLeaderless(ctx, cli); err != nil {
 		return fail(err)
 	}
-	bin, release, err := o.EtcdBinary(ctx)
+	etcd := o.EtcdBinary
+	if etcd == nil {
+		etcd = pinnedEtcd
+	}
+	bin, release, err := etcd(ctx, env)
 	if err != nil {
 		return fail(fmt.Errorf("find etcd to stand in for the stale member: %w", err))
 	}
@@ -224,4 +227,32 @@ func panicOrLast(path string) string {
 		}
 	}
 	return lastLines(path, 5)
+}
+
+// etcdRepository is the etcd image kubeadm runs (its default image
+// repository), pinned on every control plane.
+const etcdRepository = "registry.k8s.io/etcd"
+
+// pinnedEtcd is the etcd binary of the node's pinned etcd image, on a
+// read-only view of it mounted from containerd: the same etcd kubeadm will
+// run as this node's member.
+func pinnedEtcd(ctx context.Context, env *stage.Env) (string, func(), error) {
+	entries, err := images.ReadIndex(env.Root)
+	if err != nil {
+		return "", nil, err
+	}
+	e, err := images.Find(entries, etcdRepository)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := images.Connect(ctx, env.Path(nodepath.ContainerdSocket))
+	if err != nil {
+		return "", nil, err
+	}
+	dir, release, err := images.View(ctx, c, e, env.StateDir)
+	if err != nil {
+		c.Close()
+		return "", nil, err
+	}
+	return filepath.Join(dir, "usr/local/bin/etcd"), func() { release(); c.Close() }, nil
 }

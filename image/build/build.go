@@ -3,11 +3,16 @@
 //	resolve  spec + lock + artifact cache -> the inputs, or what is missing
 //	rootfs   mmdebstrap Debian base             cached by suite, mirror, packages
 //	initrd   mkinitramfs with kubeboot's STATE script   cached by rootfs + initramfs files
+//	store    containerd's image store: every locked image imported by our
+//	         containerd on a private root, pinned, unpacked (image/store)
+//	                                             cached by containerd + image digests
 //	root     bake (overlays, artifacts, units, cleanup) + mksquashfs
 //	                                             cached by rootfs + overlays + artifacts
+//	state    STATE's ext4: the root's /var + the store (image/statefs)
+//	                                             cached by root + store + size
 //	esp      systemd-boot, loader entry, kernel, initrd on FAT32
 //	                                             cached by initrd + kernel command line
-//	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B
+//	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B, STATE
 //	outputs  raw, and qcow2 by qemu-img convert, written to temporary names
 //	         and renamed on success
 //
@@ -36,6 +41,8 @@ import (
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/squashfs"
+	"kubeboot.dev/kubeboot/image/statefs"
+	"kubeboot.dev/kubeboot/image/store"
 	"kubeboot.dev/kubeboot/nodepath"
 )
 
@@ -166,6 +173,31 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return res, err
 	}
 
+	// store: containerd's image store, prepared once per image set
+	var storeDir string
+	if len(in.images) > 0 {
+		storeKey := newHasher("store v1")
+		storeKey.add("containerd", in.containerdHash)
+		for _, im := range in.images {
+			// The manifest digest pins every blob the store is made of.
+			storeKey.add("image", im.Ref, im.Digest)
+		}
+		storeKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+		if err := timed("store", func() (bool, error) {
+			dir, cached, err := steps.make("store", storeKey.sum(), func(tmp string) error {
+				return store.Build(ctx, store.Options{
+					Containerd: in.containerd, Images: in.images, Root: filepath.Join(tmp, "containerd"),
+					SourceDateEpoch: o.SourceDateEpoch, Log: o.Log,
+				})
+			})
+			storeDir = dir
+			return cached, err
+		}); err != nil {
+			return res, err
+		}
+		in.storeKey = storeKey.sum()
+	}
+
 	// root: bake + squashfs
 	rootKey := newHasher("root v1")
 	rootKey.add("rootfs", in.rootfs.Key())
@@ -213,6 +245,39 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	rootImage := filepath.Join(rootDir, "root.squashfs")
 
+	// The disk's layout: ROOT-A and ROOT-B sized from the squashfs, STATE
+	// the rest of output.diskSize.
+	st, err := os.Stat(rootImage)
+	if err != nil {
+		return res, err
+	}
+	res.RootSize, res.ESPSize = st.Size(), espSize
+	rootSize := max(roundUp(st.Size()*3/2, rootAlign), minRootSize)
+	stateSize := in.diskSize - disk.Layout{Partitions: []disk.Partition{{Size: espSize}, {Size: rootSize}, {Size: rootSize}}}.Size()
+	if stateSize < minStateSize {
+		return res, fmt.Errorf("output.diskSize %d MiB leaves %d MiB for STATE after ESP and 2 x %d MiB root partitions; STATE needs at least %d MiB: raise output.diskSize in %s",
+			in.diskSize/disk.MiB, stateSize/disk.MiB, rootSize/disk.MiB, minStateSize/disk.MiB, o.SpecPath)
+	}
+
+	// state: STATE's ext4 with the image's /var and the store
+	stateKey := newHasher("state v2")
+	stateKey.add("rootfs", in.rootfs.Key()) // mke2fs
+	stateKey.add("root", rootKey.sum())     // /var
+	stateKey.add("store", in.storeKey)
+	stateKey.add("size", strconv.FormatInt(stateSize, 10))
+	stateKey.add("epoch", strconv.FormatInt(o.SourceDateEpoch, 10))
+	stateKey.add("mke2fs", strings.Join(statefs.Args(statefs.Options{UUID: "U", HashSeed: "H", Var: "D", Out: "O", Size: 4096}), " "))
+	var stateDir string
+	if err := timed("state", func() (bool, error) {
+		dir, cached, err := steps.make("state", stateKey.sum(), func(tmp string) error {
+			return buildState(ctx, tmp, rootImage, storeDir, tree, stateSize, stateKey.sum(), o.SourceDateEpoch)
+		})
+		stateDir = dir
+		return cached, err
+	}); err != nil {
+		return res, err
+	}
+
 	// esp
 	espKey := newHasher("esp v1")
 	espKey.add("rootfs", in.rootfs.Key())
@@ -236,30 +301,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 
 	// disk + outputs
 	if err := timed("disk", func() (bool, error) {
-		st, err := os.Stat(rootImage)
-		if err != nil {
-			return false, err
-		}
-		res.RootSize = st.Size()
-		res.ESPSize = espSize
-		rootSize := roundUp(st.Size()*3/2, rootAlign)
-		if rootSize < minRootSize {
-			rootSize = minRootSize
-		}
 		layout := disk.Layout{Partitions: []disk.Partition{
 			{Name: "ESP", Type: disk.TypeESP, Size: espSize, Contents: espImage},
 			{Name: "ROOT-A", Type: disk.TypeRootX86_64, Size: rootSize, Contents: rootImage},
 			{Name: "ROOT-B", Type: disk.TypeRootX86_64, Size: rootSize},
+			{Name: statefs.Label, Type: disk.TypeLinuxData, Size: stateSize, Contents: filepath.Join(stateDir, "state.img")},
 		}}
-		fixed := layout.Size()
-		layout.FreeTail = in.diskSize - fixed
-		if layout.FreeTail < minStateSize {
-			return false, fmt.Errorf("output.diskSize %d MiB leaves %d MiB for STATE after ESP and 2 x %d MiB root partitions; STATE needs at least %d MiB: raise output.diskSize in %s",
-				in.diskSize/disk.MiB, layout.FreeTail/disk.MiB, rootSize/disk.MiB, minStateSize/disk.MiB, o.SpecPath)
-		}
-		seed := newHasher("disk v1")
+		seed := newHasher("disk v2")
 		seed.add("root", rootKey.sum())
 		seed.add("esp", espKey.sum())
+		seed.add("state", stateKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
 		perm, dirPerm := diskMode(in.secret)
@@ -287,6 +338,26 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// buildState writes dir/state.img: the image's /var (from the squashfs,
+// where every time is already fixed) with the store from storeDir (if any)
+// at /var/lib/containerd.
+func buildState(ctx context.Context, dir, rootImage, storeDir, rootfs string, size int64, key string, epoch int64) error {
+	tree := filepath.Join(dir, "tree")
+	defer os.RemoveAll(tree)
+	if err := run(ctx, "unsquashfs", "-q", "-n", "-d", tree, rootImage, "/var"); err != nil {
+		return err
+	}
+	if storeDir != "" {
+		if err := run(ctx, "cp", "-a", "--reflink=auto", filepath.Join(storeDir, "containerd"), filepath.Join(tree, nodepath.ContainerdRoot)); err != nil {
+			return err
+		}
+	}
+	return statefs.Build(ctx, statefs.Options{
+		Rootfs: rootfs, Var: filepath.Join(tree, "var"), Out: filepath.Join(dir, "state.img"), Size: size,
+		UUID: disk.GUID(key, "STATE ext4"), HashSeed: disk.GUID(key, "STATE hash seed"), SourceDateEpoch: epoch,
+	})
 }
 
 // espFiles are systemd-boot, its configuration, the kernel and the initrd.

@@ -122,14 +122,3 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
-
-func TestImageFileName(t *testing.T) {
-	for ref, want := range map[string]string{
-		"registry.k8s.io/coredns/coredns:v1.14.6": "coredns_v1.14.6.tar",
-		"registry.k8s.io/pause:3.10.2":            "pause_3.10.2.tar",
-	} {
-		if got := imageFileName(ref); got != want {
-			t.Errorf("imageFileName(%s) = %s", ref, got)
-		}
-	}
-}

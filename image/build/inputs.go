@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,8 +10,8 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/image/aptmirror"
@@ -18,6 +19,7 @@ import (
 	"kubeboot.dev/kubeboot/image/bake"
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/spec"
+	"kubeboot.dev/kubeboot/image/store"
 	"kubeboot.dev/kubeboot/machineconfig"
 	"kubeboot.dev/kubeboot/nodepath"
 )
@@ -40,8 +42,13 @@ type inputs struct {
 	initrdFilesHash string
 	files           []fileInput
 	enable, mask    []string
-	diskSize        int64
-	qcow2           bool
+	// images are imported into the store at build time with containerd.
+	images         []store.Image
+	containerd     string
+	containerdHash string
+	storeKey       string
+	diskSize       int64
+	qcow2          bool
 	// secret is set when a baked machine config holds join credentials:
 	// the root squashfs and the disk images are then 0600 in 0700
 	// directories on the build host.
@@ -181,25 +188,34 @@ func (in *inputs) addArtifacts(set *artifacts.Set) error {
 			return err
 		}
 	}
-	var index strings.Builder
+	var entries []images.Entry
 	for _, im := range set.Images {
-		file := imageFileName(im.Ref)
-		if err := in.addFile(bake.File{Path: path.Join(nodepath.ImagesDir, file), Source: im.Path, Mode: 0o644, SHA256: im.ArchiveSHA256}, "image archive %s not in cache: run make artifacts"); err != nil {
+		e := images.Entry{Ref: im.Ref, Digest: im.Digest, File: images.FileName(im.Ref)}
+		if err := in.addFile(bake.File{Path: path.Join(nodepath.ImagesDir, e.File), Source: im.Path, Mode: 0o644, SHA256: im.ArchiveSHA256}, "image archive %s not in cache: run make artifacts"); err != nil {
 			return err
 		}
-		fmt.Fprintf(&index, "%s %s %s\n", im.Ref, im.Digest, file)
+		entries = append(entries, e)
+		in.images = append(in.images, store.Image{Entry: e, Archive: im.Path})
 	}
-	if len(set.Images) > 0 {
-		in.addData(nodepath.ImagesIndex, []byte(index.String()), 0o644)
+	if len(entries) > 0 {
+		index := images.FormatIndex(entries)
+		// The node reads the index with the same parser.
+		if _, err := images.ParseIndex(bytes.NewReader(index)); err != nil {
+			return fmt.Errorf("image index: %w", err)
+		}
+		in.addData(nodepath.ImagesIndex, index, 0o644)
+		// Nothing pinned is ever pulled: containerd may not fetch from the
+		// pinned images' registries.
+		for _, host := range images.Registries(entries) {
+			in.addData(images.HostsPath(host), images.RefusingHosts(host), 0o644)
+		}
+		in.containerd = set.Binaries["containerd"]
+		var err error
+		if in.containerdHash, err = fileHash(in.containerd); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-// imageFileName turns registry.k8s.io/coredns/coredns:v1.14.6 into
-// coredns_v1.14.6.tar.
-func imageFileName(ref string) string {
-	name := ref[strings.LastIndex(ref, "/")+1:]
-	return strings.ReplaceAll(name, ":", "_") + ".tar"
 }
 
 // addFile adds a file to bake. A file of the artifact cache, keyed by its

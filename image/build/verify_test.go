@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/image/disk"
 	"kubeboot.dev/kubeboot/nodepath"
 )
@@ -23,7 +24,7 @@ func TestBuiltImage(t *testing.T) {
 	if img == "" {
 		t.Skip("set KUBEBOOT_TEST_IMAGE to a raw image from kubeboot image build (make e2e does)")
 	}
-	for _, tool := range []string{"sfdisk", "fsck.vfat", "unsquashfs", "dd"} {
+	for _, tool := range []string{"sfdisk", "fsck.vfat", "unsquashfs", "dd", "e2fsck", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: run scripts/setup-host.sh", tool)
 		}
@@ -48,9 +49,9 @@ func TestBuiltImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts := dump.PartitionTable.Partitions
-	want := []struct{ name, typ string }{{"ESP", string(disk.TypeESP)}, {"ROOT-A", string(disk.TypeRootX86_64)}, {"ROOT-B", string(disk.TypeRootX86_64)}}
+	want := []struct{ name, typ string }{{"ESP", string(disk.TypeESP)}, {"ROOT-A", string(disk.TypeRootX86_64)}, {"ROOT-B", string(disk.TypeRootX86_64)}, {"STATE", string(disk.TypeLinuxData)}}
 	if dump.PartitionTable.Label != "gpt" || len(parts) != len(want) {
-		t.Fatalf("want a GPT with ESP, ROOT-A, ROOT-B; sfdisk says:\n%s", out)
+		t.Fatalf("want a GPT with ESP, ROOT-A, ROOT-B, STATE; sfdisk says:\n%s", out)
 	}
 	for i, w := range want {
 		if parts[i].Name != w.name || !strings.EqualFold(parts[i].Type, w.typ) {
@@ -61,11 +62,32 @@ func TestBuiltImage(t *testing.T) {
 		t.Errorf("ROOT-A has %d sectors, ROOT-B %d: want the same size", parts[1].Size, parts[2].Size)
 	}
 	st, _ := os.Stat(img)
-	if free := st.Size()/512 - (parts[2].Start + parts[2].Size); free*512 < minStateSize {
-		t.Errorf("only %d MiB free after ROOT-B for STATE", free*512/disk.MiB)
+	if parts[3].Start != parts[2].Start+parts[2].Size || parts[3].Size*512 < minStateSize || parts[3].Start+parts[3].Size != st.Size()/512-2048 {
+		t.Errorf("STATE (sectors %d+%d) must follow ROOT-B, fill the disk up to its last MiB and hold at least %d MiB", parts[3].Start, parts[3].Size, minStateSize/disk.MiB)
 	}
 
 	dir := t.TempDir()
+	stateImg := filepath.Join(dir, "state.img")
+	if out, err := exec.Command("dd", "if="+img, "of="+stateImg, "bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse",
+		"skip="+strconv.FormatInt(parts[3].Start*512, 10), "count="+strconv.FormatInt(parts[3].Size*512, 10), "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("dd STATE: %v %s", err, out)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", stateImg).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on STATE: %v\n%s", err, out)
+	}
+	debugfs := func(req string) string {
+		out, err := exec.Command("debugfs", "-R", req, stateImg).Output()
+		if err != nil {
+			t.Errorf("debugfs -R %q: %v", req, err)
+		}
+		return string(out)
+	}
+	if label, err := exec.Command("e2label", stateImg).Output(); err != nil || strings.TrimSpace(string(label)) != "STATE" {
+		t.Errorf("STATE's file system label is %q (%v), want STATE", label, err)
+	}
+	if !strings.Contains(debugfs("ls /lib/kubeboot"), "state-seeded") {
+		t.Error("STATE lacks lib/kubeboot/state-seeded: the initrd would copy the image's /var over it")
+	}
 	espImg := filepath.Join(dir, "esp.img")
 	if out, err := exec.Command("dd", "if="+img, "of="+espImg, "bs=512", "skip="+strconv.FormatInt(parts[0].Start, 10),
 		"count="+strconv.FormatInt(parts[0].Size, 10), "status=none").CombinedOutput(); err != nil {
@@ -126,6 +148,14 @@ func TestBuiltImage(t *testing.T) {
 		checks["/opt/cni/bin/flannel"] = "-rwxr-xr-x root/root"
 		checks["/etc/cni/net.d"] = "drwxr-xr-x root/root"
 		checks[nodepath.ImagesIndex] = "-rw-r--r-- root/root"
+		checks[images.HostsPath("registry.k8s.io")] = "-rw-r--r-- root/root"
+		// containerd's store with every pinned image is on STATE.
+		ls := debugfs("ls /lib/containerd")
+		for _, d := range []string{"io.containerd.metadata.v1.bolt", "io.containerd.content.v1.content", "io.containerd.snapshotter.v1.overlayfs"} {
+			if !strings.Contains(ls, d) {
+				t.Errorf("STATE's lib/containerd lacks %s:\n%s", d, ls)
+			}
+		}
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
 	}

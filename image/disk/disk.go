@@ -4,6 +4,7 @@
 package disk
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 )
 
 // Partition type GUIDs used by the node image.
@@ -44,11 +46,9 @@ type Partition struct {
 type Layout struct {
 	// Seed makes the disk and partition GUIDs: same seed, same GUIDs.
 	Seed string
-	// Partitions in disk order, starting at 1 MiB.
+	// Partitions in disk order, starting at 1 MiB; the backup GPT follows
+	// the last one.
 	Partitions []Partition
-	// FreeTail is unpartitioned space left after the last partition, where
-	// systemd-repart creates STATE on first boot.
-	FreeTail int64
 }
 
 // GUID derives a stable GUID for name from seed (an RFC 4122 name-based
@@ -68,7 +68,6 @@ func (l Layout) Size() int64 {
 	for _, p := range l.Partitions {
 		total += p.Size
 	}
-	total += l.FreeTail
 	return total + MiB // backup GPT, aligned
 }
 
@@ -132,8 +131,8 @@ func Write(path string, l Layout) (err error) {
 	return nil
 }
 
-// copyInto copies the file src to offset off of f, refusing more than max bytes.
-func copyInto(f *os.File, off, max int64, src string) error {
+// copyInto copies the file src to offset off of f, refusing more than limit bytes.
+func copyInto(f *os.File, off, limit int64, src string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open contents: %w", err)
@@ -143,34 +142,40 @@ func copyInto(f *os.File, off, max int64, src string) error {
 	if err != nil {
 		return err
 	}
-	if st.Size() > max {
-		return fmt.Errorf("contents %s are %d bytes, larger than the partition (%d bytes): raise the partition size", src, st.Size(), max)
+	if st.Size() > limit {
+		return fmt.Errorf("contents %s are %d bytes, larger than the partition (%d bytes): raise the partition size", src, st.Size(), limit)
 	}
-	// Blocks of zeros are skipped, not written: the image file stays sparse
-	// there (the disk was truncated to size, so they read as zeros).
-	buf := make([]byte, 1<<20)
-	for pos := off; ; {
-		n, err := io.ReadFull(in, buf)
-		if n > 0 && !allZero(buf[:n]) {
-			if _, werr := f.WriteAt(buf[:n], pos); werr != nil {
-				return fmt.Errorf("copy %s: %w", src, werr)
-			}
-		}
-		pos += int64(n)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil
+	// Only the source's data extents are read (SEEK_DATA/SEEK_HOLE: STATE's
+	// image is mostly holes), and 1 MiB chunks of zeros in them are skipped,
+	// not written: the image file stays sparse there (the disk was
+	// truncated to size, so they read as zeros).
+	const chunk = 1 << 20
+	buf, zero := make([]byte, chunk), make([]byte, chunk)
+	fd, size := int(in.Fd()), st.Size()
+	for done := int64(0); done < size; {
+		data, err := unix.Seek(fd, done, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole is left
 		}
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", src, err)
 		}
-	}
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+		for c := max(data&^(chunk-1), done); c < hole; c += chunk {
+			n, err := in.ReadAt(buf[:min(chunk, size-c)], c)
+			if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				return fmt.Errorf("copy %s: %w", src, err)
+			}
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, err := f.WriteAt(buf[:n], off+c); err != nil {
+					return fmt.Errorf("copy %s: %w", src, err)
+				}
+			}
+			done = c + int64(n)
 		}
 	}
-	return true
+	return nil
 }

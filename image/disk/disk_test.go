@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -36,12 +37,12 @@ func testLayout(t *testing.T, dir string) Layout {
 		t.Fatal(err)
 	}
 	return Layout{
-		Seed:     "test-seed",
-		FreeTail: 8 * MiB,
+		Seed: "test-seed",
 		Partitions: []Partition{
 			{Name: "ESP", Type: TypeESP, Size: 2 * MiB, Contents: esp},
 			{Name: "ROOT-A", Type: TypeRootX86_64, Size: 4 * MiB, Contents: root},
 			{Name: "ROOT-B", Type: TypeRootX86_64, Size: 4 * MiB},
+			{Name: "STATE", Type: TypeLinuxData, Size: 8 * MiB},
 		},
 	}
 }
@@ -71,8 +72,8 @@ func TestWriteVerifiedBySfdisk(t *testing.T) {
 	if pt.Label != "gpt" || !strings.EqualFold(pt.ID, GUID("test-seed", "disk")) {
 		t.Errorf("label %s id %s, want gpt %s", pt.Label, pt.ID, GUID("test-seed", "disk"))
 	}
-	if len(pt.Partitions) != 3 {
-		t.Fatalf("%d partitions, want 3: %s", len(pt.Partitions), out)
+	if len(pt.Partitions) != 4 {
+		t.Fatalf("%d partitions, want 4: %s", len(pt.Partitions), out)
 	}
 	start := int64(MiB / sectorSize)
 	for i, p := range pt.Partitions {
@@ -144,5 +145,48 @@ func TestWriteRefusesBadLayouts(t *testing.T) {
 	}
 	if err := Write(filepath.Join(dir, "y.raw"), testLayout(t, dir)); err == nil {
 		t.Error("Write overwrote an existing image")
+	}
+}
+
+// TestWriteKeepsHolesAndZerosSparse: a sparse partition image (STATE's is
+// mostly holes) is copied byte for byte, and neither its holes nor a MiB
+// of written zeros take space in the disk image.
+func TestWriteKeepsHolesAndZerosSparse(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "state.img")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// data at 0, a hole, a written MiB of zeros at 3 MiB, data at 6 MiB + 5.
+	for off, data := range map[int64][]byte{0: []byte("head"), 3 * MiB: make([]byte, MiB), 6*MiB + 5: []byte("tail")} {
+		if _, err := f.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(8 * MiB); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	img := filepath.Join(dir, "disk.raw")
+	l := Layout{Seed: "s", Partitions: []Partition{{Name: "STATE", Type: TypeLinuxData, Size: 8 * MiB, Contents: src}}}
+	if err := Write(img, l); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(src)
+	if !bytes.Equal(got[MiB:9*MiB], want) {
+		t.Error("the partition's bytes differ from its contents")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(img, &st); err != nil {
+		t.Fatal(err)
+	}
+	// GPT header + backup (one MiB each at most) + the two data MiBs.
+	if used := st.Blocks * 512; used > 4*MiB {
+		t.Errorf("the disk image allocates %d bytes, want the two MiBs with data and the GPTs only", used)
 	}
 }

@@ -1,7 +1,6 @@
 package fromsource
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,15 +9,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"kubeboot.dev/kubeboot/image/artifacts"
 	"kubeboot.dev/kubeboot/image/fetch"
 	"kubeboot.dev/kubeboot/image/lock"
+	"kubeboot.dev/kubeboot/image/privatecontainerd"
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/spec"
+	"kubeboot.dev/kubeboot/internal/containerdtest"
 )
 
 const specPath = "../../configs/image.yaml"
@@ -136,66 +136,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // privateContainerd runs our own containerd v2 from the cache with its own
-// root, state and socket in a temp dir (CRI and NRI off), and stops it and
-// unmounts everything it left when the test ends.
+// root, state, socket and mount namespace (CRI off), stopped when the test
+// ends, and returns a ctr bound to it in namespace k8s.io.
 func privateContainerd(t *testing.T, set *artifacts.Set) (ctr func(args ...string) (string, error)) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "kubeboot-ctrd-")
-	if err != nil {
-		t.Fatal(err)
+	bins := map[string]string{}
+	for _, n := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+		bins[n] = set.Binaries[n]
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	binDir := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if err := os.Symlink(set.Binaries[n], filepath.Join(binDir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sock := filepath.Join(dir, "containerd.sock")
-	config := fmt.Sprintf(`version = 3
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc", filepath.Join(dir, "opt"))
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(binDir, "containerd"), "--config", cfgPath)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		unmountUnder(dir)
-	})
-	ctr = func(args ...string) (string, error) {
-		c := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", sock, "--namespace", "k8s.io"}, args...)...)
-		c.Env = env
+	d := containerdtest.Start(t, privatecontainerd.Options{Binaries: bins, Root: filepath.Join(t.TempDir(), "root")})
+	return func(args ...string) (string, error) {
+		c := exec.Command(set.Binaries["ctr"], append([]string{"--address", d.Socket, "--namespace", "k8s.io"}, args...)...)
 		// stdout only: ctr warns on stderr (e.g. about cgroup v1 hosts).
 		var stderr strings.Builder
 		c.Stderr = &stderr
@@ -204,37 +155,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 			err = fmt.Errorf("%w: %s", err, stderr.String())
 		}
 		return string(out), err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := ctr("version"); err == nil {
-			return ctr
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
-			t.Fatalf("private containerd did not come up:\n%s", log)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// unmountUnder lazily unmounts every mount below dir, deepest first.
-func unmountUnder(dir string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
-			mounts = append(mounts, fields[4])
-		}
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
 	}
 }
 
