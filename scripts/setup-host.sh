@@ -12,6 +12,7 @@ pkgs=(
   gcc libc6-dev libseccomp-dev     # artifacts: static pause (gcc), static runc (libseccomp.a)
   dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
+  iptables                        # kube-proxy's iptables mode (iptables-nft) in a netns: bootstrapd verify tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -79,9 +79,9 @@ func (*Stage) Inputs(cfg *machineconfig.MachineConfig) any {
 	}{cfg.Kubernetes.NodeName, cfg.Role}
 }
 
-// credentials is the kubeconfig the stage reads the API with on a node
-// with this config.
-func credentials(cfg *machineconfig.MachineConfig) string {
+// Credentials is the kubeconfig the node reads the API with: admin.conf
+// on control planes, the kubelet's kubelet.conf on workers.
+func Credentials(cfg *machineconfig.MachineConfig) string {
 	if cfg.Role == machineconfig.RoleWorker {
 		return KubeletConf
 	}
@@ -90,7 +90,7 @@ func credentials(cfg *machineconfig.MachineConfig) string {
 
 // Plan lists what is not ready yet, changing nothing.
 func (s *Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
-	cs, err := client(env)
+	cs, err := Client(env)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (s *Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error
 
 // Apply waits until nothing is left to wait for, or ctx ends.
 func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
-	cs, err := client(env)
+	cs, err := Client(env)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +140,12 @@ func changes(waiting []string) []stage.Change {
 	return out
 }
 
-// client reads the node's credentials. Files a kubeconfig names by
-// absolute path (kubelet.conf's rotating client certificate) are read
-// under env.Root, as everything else a stage reads.
-func client(env *stage.Env) (kubernetes.Interface, error) {
-	name := credentials(env.Config)
+// Client is a clientset with the node's Credentials, each request bounded
+// by a 10 s timeout. Files a kubeconfig names by absolute path
+// (kubelet.conf's rotating client certificate) are read under env.Root,
+// as everything else a stage reads.
+func Client(env *stage.Env) (kubernetes.Interface, error) {
+	name := Credentials(env.Config)
 	p := env.Path(name)
 	info, err := os.Stat(p)
 	if err != nil {
@@ -193,7 +194,7 @@ func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string,
 		return waitOrFail(err)
 	}
 	var waiting []string
-	if ok, why := nodeReady(n); !ok {
+	if ok, why := NodeReady(n); !ok {
 		waiting = append(waiting, fmt.Sprintf("node %s is not Ready (%s)", node, why))
 	}
 	pods, err := cs.CoreV1().Pods(Namespace).List(rctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods})
@@ -203,7 +204,7 @@ func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string,
 	items := pods.Items
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	for i := range items {
-		if why := podWaiting(&items[i]); why != "" {
+		if why := PodWaiting(&items[i]); why != "" {
 			waiting = append(waiting, fmt.Sprintf("pod %s/%s %s", Namespace, items[i].Name, why))
 		}
 	}
@@ -221,7 +222,9 @@ func waitOrFail(err error) ([]string, error) {
 	return []string{"the API server cannot be reached: " + short(err.Error())}, nil
 }
 
-func nodeReady(n *corev1.Node) (bool, string) {
+// NodeReady reports whether n's Ready condition is true and, when not,
+// why.
+func NodeReady(n *corev1.Node) (bool, string) {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			if c.Status == corev1.ConditionTrue {
@@ -233,9 +236,9 @@ func nodeReady(n *corev1.Node) (bool, string) {
 	return false, "the kubelet has not reported yet"
 }
 
-// podWaiting says why p is not running and ready, or "" when it is (or
+// PodWaiting says why p is not running and ready, or "" when it is (or
 // has completed, or is going away).
-func podWaiting(p *corev1.Pod) string {
+func PodWaiting(p *corev1.Pod) string {
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded {
 		return ""
 	}

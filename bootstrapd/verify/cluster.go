@@ -1,0 +1,339 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/bootstrapd/waitready"
+)
+
+// maxObjects bounds one list (one page; more is said to be left out).
+const maxObjects = 1000
+
+// apiFacts is what the node's credentials let it read of the cluster.
+type apiFacts struct {
+	credentials string
+	self        *corev1.Node
+	selfErr     error
+	// nodes and pods are all of them when the credentials may list them
+	// (admin.conf), else this node's (a worker's kubelet.conf: the Node
+	// authorizer lets a node read only its own Node and pods).
+	nodes       listing[corev1.Node]
+	allNodes    bool
+	podList     listing[corev1.Pod]
+	allPods     bool
+	services    listing[corev1.Service]
+	daemonSets  listing[appsv1.DaemonSet]
+	deployments listing[appsv1.Deployment]
+	notAllowed  []string // what the credentials may not read
+}
+
+// listing is one bounded list and how many items were left out.
+type listing[T any] struct {
+	items []T
+	more  int64
+}
+
+func listOf[T any](items []T, meta metav1.ListMeta) listing[T] {
+	l := listing[T]{items: items}
+	if meta.RemainingItemCount != nil {
+		l.more = *meta.RemainingItemCount
+	} else if meta.Continue != "" {
+		l.more = -1 // an unknown number
+	}
+	return l
+}
+
+// readAPI reads the cluster with the node's own credentials.
+func readAPI(ctx context.Context, env *stage.Env, timeout time.Duration) (*apiFacts, error) {
+	cs, err := waitready.Client(env)
+	if err != nil {
+		return nil, err
+	}
+	f := &apiFacts{credentials: waitready.Credentials(env.Config)}
+	name := env.Config.Kubernetes.NodeName
+	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, timeout) }
+	opts := metav1.ListOptions{Limit: maxObjects}
+
+	c, cancel := call()
+	f.self, f.selfErr = cs.CoreV1().Nodes().Get(c, name, metav1.GetOptions{})
+	cancel()
+	if f.selfErr != nil && !apierrors.IsNotFound(f.selfErr) {
+		return nil, f.selfErr // the API does not answer, or refuses the credentials
+	}
+
+	c, cancel = call()
+	nodes, err := cs.CoreV1().Nodes().List(c, opts)
+	cancel()
+	switch {
+	case err == nil:
+		f.nodes, f.allNodes = listOf(nodes.Items, nodes.ListMeta), true
+	case apierrors.IsForbidden(err):
+		f.notAllowed = append(f.notAllowed, "list nodes")
+		if f.self != nil {
+			f.nodes = listing[corev1.Node]{items: []corev1.Node{*f.self}}
+		}
+	default:
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+
+	c, cancel = call()
+	pods, err := cs.CoreV1().Pods("").List(c, opts)
+	cancel()
+	switch {
+	case err == nil:
+		f.podList, f.allPods = listOf(pods.Items, pods.ListMeta), true
+	case apierrors.IsForbidden(err):
+		f.notAllowed = append(f.notAllowed, "list pods of other nodes")
+		c, cancel = call()
+		own := opts
+		own.FieldSelector = "spec.nodeName=" + name
+		pods, err = cs.CoreV1().Pods("").List(c, own)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("list the pods of node %s: %w", name, err)
+		}
+		f.podList = listOf(pods.Items, pods.ListMeta)
+	default:
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+
+	if f.allPods {
+		// kubectl get all -A: the Services and workloads too.
+		if err := readWorkloads(cs, f, opts, call); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func readWorkloads(cs kubernetes.Interface, f *apiFacts, opts metav1.ListOptions, call func() (context.Context, context.CancelFunc)) error {
+	c, cancel := call()
+	svcs, err := cs.CoreV1().Services("").List(c, opts)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	f.services = listOf(svcs.Items, svcs.ListMeta)
+	c, cancel = call()
+	ds, err := cs.AppsV1().DaemonSets("").List(c, opts)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list daemonsets: %w", err)
+	}
+	f.daemonSets = listOf(ds.Items, ds.ListMeta)
+	c, cancel = call()
+	deps, err := cs.AppsV1().Deployments("").List(c, opts)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	f.deployments = listOf(deps.Items, deps.ListMeta)
+	return nil
+}
+
+// controlPlanePods are the static pods kubeadm runs on a control plane,
+// named <component>-<node>.
+var controlPlanePods = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+func (n *node) cluster(context.Context) Section {
+	s := Section{Name: "cluster", Title: "Nodes and pods (kubectl get nodes; kubectl get all -A)"}
+	cfg := n.o.Config
+	node := cfg.Kubernetes.NodeName
+	access := "the API server answers the node's credentials"
+	if n.apiErr != nil {
+		s.fail(access, waitready.Credentials(cfg)+" accepted by "+cfg.Kubernetes.ControlPlaneEndpoint, n.apiErr.Error())
+		return s
+	}
+	a := n.api
+	found := a.credentials + " accepted"
+	if len(a.notAllowed) > 0 {
+		found += "; it may not " + strings.Join(a.notAllowed, " or ") + " (the Node authorizer), so only this node is shown"
+	}
+	s.pass(access, a.credentials+" accepted by "+cfg.Kubernetes.ControlPlaneEndpoint, found)
+
+	s.found("NAME  STATUS  ROLES  VERSION  INTERNAL-IP  POD-CIDR")
+	for _, nd := range a.nodes.items {
+		ready, _ := waitready.NodeReady(&nd)
+		s.found("node/%s  %s  %s  %s  %s  %s", nd.Name, readyWord(ready), roles(&nd), nd.Status.NodeInfo.KubeletVersion, internalIP(&nd), orNone(strings.Join(podCIDRs(&nd), ",")))
+	}
+	more(&s, "nodes", a.nodes.more)
+	for _, p := range a.podList.items {
+		s.found("pod/%s/%s  %s  %s  restarts %d  ip %s  node %s", p.Namespace, p.Name, podReady(&p), phase(&p), restarts(&p), orNone(p.Status.PodIP), orNone(p.Spec.NodeName))
+	}
+	more(&s, "pods", a.podList.more)
+	for _, svc := range a.services.items {
+		s.found("service/%s/%s  %s  %s  %s", svc.Namespace, svc.Name, svc.Spec.Type, orNone(svc.Spec.ClusterIP), servicePorts(&svc))
+	}
+	more(&s, "services", a.services.more)
+	for _, ds := range a.daemonSets.items {
+		s.found("daemonset.apps/%s/%s  desired %d  ready %d  available %d", ds.Namespace, ds.Name, ds.Status.DesiredNumberScheduled, ds.Status.NumberReady, ds.Status.NumberAvailable)
+	}
+	more(&s, "daemonsets", a.daemonSets.more)
+	for _, d := range a.deployments.items {
+		s.found("deployment.apps/%s/%s  ready %d/%d  available %d", d.Namespace, d.Name, d.Status.ReadyReplicas, replicas(&d), d.Status.AvailableReplicas)
+	}
+	more(&s, "deployments", a.deployments.more)
+
+	// This node: Ready, and its kube-system pods running (wait-ready's rules).
+	switch {
+	case a.self == nil:
+		s.fail("node "+node+" Ready", "Ready", "not registered: "+a.selfErr.Error())
+	default:
+		ready, why := waitready.NodeReady(a.self)
+		s.check("node "+node+" Ready", ready, "Ready", orWord(why, "Ready"))
+	}
+	var mine []corev1.Pod
+	for _, p := range a.podList.items {
+		if p.Spec.NodeName == node && p.Namespace == waitready.Namespace {
+			mine = append(mine, p)
+		}
+	}
+	var want []string
+	want = append(want, "kube-proxy")
+	if cfg.Role.IsControlPlane() {
+		for _, c := range controlPlanePods {
+			want = append(want, c+"-"+node)
+		}
+	}
+	for _, w := range want {
+		name := fmt.Sprintf("pod %s/%s on this node", waitready.Namespace, w)
+		idx := slices.IndexFunc(mine, func(p corev1.Pod) bool {
+			return p.Name == w || (w == "kube-proxy" && p.Labels["k8s-app"] == "kube-proxy")
+		})
+		if idx < 0 {
+			s.fail(name, "present", "absent")
+			continue
+		}
+		s.pass(name, "present", mine[idx].Name)
+	}
+	for _, p := range mine {
+		why := waitready.PodWaiting(&p)
+		s.check(fmt.Sprintf("pod %s/%s running and ready", p.Namespace, p.Name), why == "", "Running, ready", orWord(why, "Running, ready"))
+	}
+
+	// On a control plane, the cluster as the reference listed it.
+	if a.allNodes {
+		for _, nd := range a.nodes.items {
+			if nd.Name == node {
+				continue
+			}
+			ready, why := waitready.NodeReady(&nd)
+			s.check("node "+nd.Name+" Ready", ready, "Ready", orWord(why, "Ready"))
+		}
+	}
+	for _, ds := range a.daemonSets.items {
+		if ds.Namespace != waitready.Namespace {
+			continue
+		}
+		st := ds.Status
+		s.check(fmt.Sprintf("daemonset %s/%s ready on every node it runs on", ds.Namespace, ds.Name),
+			st.DesiredNumberScheduled > 0 && st.NumberReady == st.DesiredNumberScheduled && st.UpdatedNumberScheduled == st.DesiredNumberScheduled,
+			fmt.Sprintf("ready = desired (%d)", st.DesiredNumberScheduled), fmt.Sprintf("%d ready, %d up to date", st.NumberReady, st.UpdatedNumberScheduled))
+	}
+	for _, d := range a.deployments.items {
+		if d.Namespace != waitready.Namespace {
+			continue
+		}
+		s.check(fmt.Sprintf("deployment %s/%s available", d.Namespace, d.Name), d.Status.AvailableReplicas >= replicas(&d) && replicas(&d) > 0,
+			fmt.Sprintf("%d available", replicas(&d)), fmt.Sprintf("%d available, %d ready", d.Status.AvailableReplicas, d.Status.ReadyReplicas))
+	}
+	return s
+}
+
+func more(s *Section, what string, n int64) {
+	switch {
+	case n > 0:
+		s.found("... %d more %s not listed", n, what)
+	case n < 0:
+		s.found("... more %s not listed", what)
+	}
+}
+
+func readyWord(ready bool) string {
+	if ready {
+		return "Ready"
+	}
+	return "NotReady"
+}
+
+func orWord(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// roles are the node-role.kubernetes.io/ labels, as kubectl shows them.
+func roles(nd *corev1.Node) string {
+	var out []string
+	for k := range nd.Labels {
+		if r, ok := strings.CutPrefix(k, "node-role.kubernetes.io/"); ok && r != "" {
+			out = append(out, r)
+		}
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return "<none>"
+	}
+	return strings.Join(out, ",")
+}
+
+func internalIP(nd *corev1.Node) string {
+	for _, a := range nd.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return "(none)"
+}
+
+func podReady(p *corev1.Pod) string {
+	ready := 0
+	for _, c := range p.Status.ContainerStatuses {
+		if c.Ready {
+			ready++
+		}
+	}
+	return fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers))
+}
+
+func phase(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return "Terminating"
+	}
+	return orWord(string(p.Status.Phase), "Unknown")
+}
+
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
+	}
+	return n
+}
+
+func servicePorts(svc *corev1.Service) string {
+	var out []string
+	for _, p := range svc.Spec.Ports {
+		out = append(out, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
+	}
+	return strings.Join(out, ",")
+}
+
+func replicas(d *appsv1.Deployment) int32 {
+	if d.Spec.Replicas == nil {
+		return 1
+	}
+	return *d.Spec.Replicas
+}
