@@ -473,6 +473,8 @@ func (c *checker) nameservers(ns Nameservers, p string) {
 	}
 }
 
+var podNetworkBackends = []string{string(PodNetworkHostGW), string(PodNetworkVXLAN)}
+
 var backends = []string{string(BackendAuto), string(BackendFirewalld), string(BackendNftables), string(BackendNone)}
 
 var portRE = regexp.MustCompile(`^([0-9]+)(?:-([0-9]+))?/([a-z]+)$`)
@@ -720,6 +722,16 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 				c.add("kubernetes.podSubnet", "podSubnet %s overlaps serviceSubnet %s", a, b)
 			}
 		}
+		// The firewall stage trusts the pod subnet as a source of its own;
+		// firewalld cannot tell which of two overlapping sources wins.
+		for i, s := range cfg.Firewall.Sources {
+			if b, msg := parseCIDR(s); msg == "" && a.Overlaps(b) {
+				c.add(index("firewall.sources", i), "%s overlaps kubernetes.podSubnet %s; pod traffic is always accepted, list only sources outside it", s, a)
+			}
+		}
+	}
+	if b := k.PodNetwork.Backend; b != "" && !slices.Contains(podNetworkBackends, string(b)) {
+		c.add("kubernetes.podNetwork.backend", "unknown backend %q; must be host-gw (nodes on one layer-2 network) or vxlan (routed between nodes)%s", b, didYouMean(string(b), podNetworkBackends))
 	}
 	if msg := checkDNSName(k.DNSDomain); k.DNSDomain != "" && msg != "" {
 		c.add("kubernetes.dnsDomain", "%s", msg)

@@ -144,6 +144,8 @@ func TestValidationRules(t *testing.T) {
 		{"pod subnet bad", "init", func(c *MachineConfig) { c.Kubernetes.PodSubnet = "172.17.0.0/33" }, "kubernetes.podSubnet", "out of range"},
 		{"pod subnet overlaps node", "init", func(c *MachineConfig) { c.Kubernetes.PodSubnet = "10.0.0.0/16" }, "kubernetes.podSubnet", "overlaps the node network 10.0.0.0/24"},
 		{"pod overlaps service", "init", func(c *MachineConfig) { c.Kubernetes.PodSubnet = "10.96.0.0/16" }, "kubernetes.podSubnet", "overlaps serviceSubnet 10.96.0.0/12"},
+		{"pod network backend", "init", func(c *MachineConfig) { c.Kubernetes.PodNetwork.Backend = "vxlna" }, "kubernetes.podNetwork.backend", `unknown backend "vxlna"; must be host-gw (nodes on one layer-2 network) or vxlan (routed between nodes); did you mean "vxlan"?`},
+		{"firewall source overlaps pods", "init", func(c *MachineConfig) { c.Firewall.Sources = []string{"172.16.0.0/12"} }, "firewall.sources[0]", "172.16.0.0/12 overlaps kubernetes.podSubnet 172.17.0.0/16"},
 		{"service subnet too large", "init", func(c *MachineConfig) { c.Kubernetes.ServiceSubnet = "10.64.0.0/10" }, "kubernetes.serviceSubnet", "too large"},
 		{"dual stack same family", "init", func(c *MachineConfig) { c.Kubernetes.PodSubnet = "172.17.0.0/16,172.18.0.0/16" }, "kubernetes.podSubnet", "one IPv4 and one IPv6"},
 		{"dns domain", "init", func(c *MachineConfig) { c.Kubernetes.DNSDomain = "cluster..local" }, "kubernetes.dnsDomain", "not a valid RFC 1123"},

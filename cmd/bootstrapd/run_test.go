@@ -496,7 +496,7 @@ func TestControllerHostNetworkFirewall(t *testing.T) {
 	}
 	noSecrets(t, "the first run's output", out)
 	got := notes.messages(t)
-	for _, want := range []string{"STATUS=validating", "STATUS=running network", "READY=1\nSTATUS=applied; 24 changes"} {
+	for _, want := range []string{"STATUS=validating", "STATUS=running network", "READY=1\nSTATUS=applied; 26 changes"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("sd_notify messages %q lack %q", got, want)
 		}
