@@ -138,14 +138,14 @@ func checkRoute(s *Section, r network.ExpectedRoute, kernel []network.KernelRout
 // CNI plugin gives the bridge the CIDR's first address, so the kernel
 // routes the CIDR on it.
 func (n *node) podRoute(s *Section, kernel []network.KernelRoute) {
-	name := "pod CIDR of this node on " + PodBridge
+	name := "pod CIDR of this node on " + podBridge
 	if n.apiErr != nil {
-		s.fail(name, "the Node's spec.podCIDR routed on "+PodBridge, "the Node object: "+n.apiErr.Error())
+		s.fail(name, "the Node's spec.podCIDR routed on "+podBridge, "the Node object: "+n.apiErr.Error())
 		return
 	}
 	cidrs := n.podCIDRs()
 	if len(cidrs) == 0 {
-		s.fail(name, "the Node's spec.podCIDR routed on "+PodBridge, "node "+n.o.Config.Kubernetes.NodeName+" has no spec.podCIDR (the controller manager allocates it from kubernetes.podSubnet)")
+		s.fail(name, "the Node's spec.podCIDR routed on "+podBridge, "node "+n.o.Config.Kubernetes.NodeName+" has no spec.podCIDR (the controller manager allocates it from kubernetes.podSubnet)")
 		return
 	}
 	pods := 0
@@ -158,18 +158,18 @@ func (n *node) podRoute(s *Section, kernel []network.KernelRoute) {
 	}
 	for _, c := range cidrs {
 		cidr, err := netip.ParsePrefix(c)
-		name := fmt.Sprintf("pod CIDR %s of this node on %s", c, PodBridge)
+		name := fmt.Sprintf("pod CIDR %s of this node on %s", c, podBridge)
 		if err != nil {
 			s.fail(name, "a CIDR", fmt.Sprintf("spec.podCIDR %q", c))
 			continue
 		}
-		expected := fmt.Sprintf("%s dev %s", cidr.Masked(), PodBridge)
+		expected := fmt.Sprintf("%s dev %s", cidr.Masked(), podBridge)
 		var on []string
 		held := false
 		for _, k := range kernel {
 			if k.Dst == cidr.Masked() {
 				on = append(on, k.String())
-				held = held || k.Link() == PodBridge
+				held = held || k.Link() == podBridge
 			}
 		}
 		found := "no route to " + cidr.Masked().String()

@@ -11,8 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/waitready"
 )
@@ -142,6 +144,46 @@ func readWorkloads(cs kubernetes.Interface, f *apiFacts, opts metav1.ListOptions
 	return nil
 }
 
+// systemPods are what runs on every node: kube-proxy's DaemonSet
+// (kubeadm's addon) and the pod network's DaemonSets, read from the
+// manifests the podnetwork stage applies (with the node image's flannel
+// image); and the namespaces they are in, whose pods on this node must run.
+func (n *node) systemPods() (daemonSets []types.NamespacedName, namespaces []string, err error) {
+	daemonSets = []types.NamespacedName{{Namespace: waitready.Namespace, Name: "kube-proxy"}}
+	namespaces = []string{waitready.Namespace}
+	image, err := podnetwork.Image(n.env.Path(podnetwork.ImagesIndex))
+	if err != nil {
+		return daemonSets, namespaces, err
+	}
+	objs, err := podnetwork.Render(n.o.Config, image)
+	if err != nil {
+		return daemonSets, namespaces, err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		daemonSets = append(daemonSets, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+		if !slices.Contains(namespaces, o.GetNamespace()) {
+			namespaces = append(namespaces, o.GetNamespace())
+		}
+	}
+	return daemonSets, namespaces, nil
+}
+
+// ownedBy reports whether p is a pod of the DaemonSet ds.
+func ownedBy(p *corev1.Pod, ds types.NamespacedName) bool {
+	if p.Namespace != ds.Namespace {
+		return false
+	}
+	for _, o := range p.OwnerReferences {
+		if o.Kind == "DaemonSet" && o.Name == ds.Name {
+			return true
+		}
+	}
+	return false
+}
+
 // controlPlanePods are the static pods kubeadm runs on a control plane,
 // named <component>-<node>.
 var controlPlanePods = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
@@ -185,7 +227,12 @@ func (n *node) cluster(context.Context) Section {
 	}
 	more(&s, "deployments", a.deployments.more)
 
-	// This node: Ready, and its kube-system pods running (wait-ready's rules).
+	// This node: Ready, its DaemonSets' pods and (on control planes) its
+	// static pods there, every system pod on it running (wait-ready's rules).
+	daemonSets, namespaces, err := n.systemPods()
+	if err != nil {
+		s.fail("the pod network's DaemonSets", "known from its manifests", err.Error())
+	}
 	switch {
 	case a.self == nil:
 		s.fail("node "+node+" Ready", "Ready", "not registered: "+a.selfErr.Error())
@@ -195,27 +242,27 @@ func (n *node) cluster(context.Context) Section {
 	}
 	var mine []corev1.Pod
 	for _, p := range a.podList.items {
-		if p.Spec.NodeName == node && p.Namespace == waitready.Namespace {
+		if p.Spec.NodeName == node && slices.Contains(namespaces, p.Namespace) {
 			mine = append(mine, p)
 		}
 	}
-	var want []string
-	want = append(want, "kube-proxy")
-	if cfg.Role.IsControlPlane() {
-		for _, c := range controlPlanePods {
-			want = append(want, c+"-"+node)
+	for _, ds := range daemonSets {
+		name := fmt.Sprintf("a pod of daemonset %s on this node", ds)
+		if i := slices.IndexFunc(mine, func(p corev1.Pod) bool { return ownedBy(&p, ds) }); i >= 0 {
+			s.pass(name, "present", mine[i].Name)
+		} else {
+			s.fail(name, "present", "absent")
 		}
 	}
-	for _, w := range want {
-		name := fmt.Sprintf("pod %s/%s on this node", waitready.Namespace, w)
-		idx := slices.IndexFunc(mine, func(p corev1.Pod) bool {
-			return p.Name == w || (w == "kube-proxy" && p.Labels["k8s-app"] == "kube-proxy")
-		})
-		if idx < 0 {
-			s.fail(name, "present", "absent")
-			continue
+	if cfg.Role.IsControlPlane() {
+		for _, c := range controlPlanePods {
+			name := fmt.Sprintf("static pod %s/%s-%s", waitready.Namespace, c, node)
+			if slices.ContainsFunc(mine, func(p corev1.Pod) bool { return p.Namespace == waitready.Namespace && p.Name == c+"-"+node }) {
+				s.pass(name, "present", "present")
+			} else {
+				s.fail(name, "present", "absent")
+			}
 		}
-		s.pass(name, "present", mine[idx].Name)
 	}
 	for _, p := range mine {
 		why := waitready.PodWaiting(&p)
@@ -233,7 +280,7 @@ func (n *node) cluster(context.Context) Section {
 		}
 	}
 	for _, ds := range a.daemonSets.items {
-		if ds.Namespace != waitready.Namespace {
+		if !slices.Contains(namespaces, ds.Namespace) {
 			continue
 		}
 		st := ds.Status
@@ -242,7 +289,7 @@ func (n *node) cluster(context.Context) Section {
 			fmt.Sprintf("ready = desired (%d)", st.DesiredNumberScheduled), fmt.Sprintf("%d ready, %d up to date", st.NumberReady, st.UpdatedNumberScheduled))
 	}
 	for _, d := range a.deployments.items {
-		if d.Namespace != waitready.Namespace {
+		if !slices.Contains(namespaces, d.Namespace) {
 			continue
 		}
 		s.check(fmt.Sprintf("deployment %s/%s available", d.Namespace, d.Name), d.Status.AvailableReplicas >= replicas(&d) && replicas(&d) > 0,

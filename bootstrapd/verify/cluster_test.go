@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -23,16 +24,19 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/internal/cachetest"
 	"kubeboot.dev/kubeboot/internal/testcluster"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // nodeObjects creates, through the API, what a kubeadm cluster holds for
-// the node: its Node (Ready, with a pod CIDR) and the kube-system pods
-// bound to it (kube-proxy, the static control-plane pods on control
-// planes, a DNS pod), with the status the kubelet would report.
+// the node: its Node (Ready, with a pod CIDR) and the system pods bound to
+// it (kube-proxy's and flannel's, the static control-plane pods on control
+// planes, a DNS pod), with the status the kubelet would report. The
+// DaemonSets must exist (clusterObjects).
 func nodeObjects(t *testing.T, cs kubernetes.Interface, node, podCIDR, nodeIP string, controlPlane bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -65,37 +69,46 @@ func nodeObjects(t *testing.T, cs kubernetes.Interface, node, podCIDR, nodeIP st
 	}
 	must(cs.CoreV1().Nodes().UpdateStatus(ctx, nd, metav1.UpdateOptions{}))
 
-	pod := func(name, ip string, hostNetwork bool, labels map[string]string) {
+	pod := func(ns, name, ip string, hostNetwork bool, labels map[string]string, owner string) {
 		t.Helper()
-		p, err := cs.CoreV1().Pods("kube-system").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-			Spec: corev1.PodSpec{NodeName: node, HostNetwork: hostNetwork,
-				Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10.2"}}},
-		}, metav1.CreateOptions{})
+		meta := metav1.ObjectMeta{Name: name, Labels: labels}
+		spec := corev1.PodSpec{NodeName: node, HostNetwork: hostNetwork,
+			Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10.2"}}}
+		if owner != "" {
+			ds, err := cs.AppsV1().DaemonSets(ns).Get(ctx, owner, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: owner, UID: ds.UID, Controller: ptr.To(true)}}
+			spec.ServiceAccountName = ds.Spec.Template.Spec.ServiceAccountName
+		}
+		p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: meta, Spec: spec}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip,
 			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}
-		must(cs.CoreV1().Pods("kube-system").UpdateStatus(ctx, p, metav1.UpdateOptions{}))
+		must(cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}))
 	}
 	suffix := strings.ToLower(strings.ReplaceAll(node, ".", ""))[:5]
-	pod("kube-proxy-"+suffix, nodeIP, true, map[string]string{"k8s-app": "kube-proxy"})
+	pod("kube-system", "kube-proxy-"+suffix, nodeIP, true, map[string]string{"k8s-app": "kube-proxy"}, "kube-proxy")
+	pod("kube-flannel", "kube-flannel-ds-"+suffix, nodeIP, true, map[string]string{"app": "flannel"}, "kube-flannel-ds")
 	if controlPlane {
 		for _, c := range controlPlanePods {
-			pod(c+"-"+node, nodeIP, true, map[string]string{"component": c})
+			pod("kube-system", c+"-"+node, nodeIP, true, map[string]string{"component": c}, "")
 		}
 	}
-	pod("coredns-"+suffix, dnsPodIP(podCIDR), false, map[string]string{"k8s-app": "kube-dns"})
+	pod("kube-system", "coredns-"+suffix, dnsPodIP(podCIDR), false, map[string]string{"k8s-app": "kube-dns"}, "")
 
 }
 
 // clusterObjects creates, through the API, the kube-proxy DaemonSet, the
 // coredns Deployment and the kube-dns Service with an endpoint per node's
-// DNS pod (see nodeObjects), with the status their controllers would
-// report for nodes.
-func clusterObjects(t *testing.T, cs kubernetes.Interface, nodes map[string]string) {
+// DNS pod (see nodeObjects), and, with the podnetwork stage run on the init
+// node's root (its admin.conf, its image index), the pod network; with the
+// status their controllers would report for nodes.
+func clusterObjects(t *testing.T, cs kubernetes.Interface, initRoot string, initConfig *machineconfig.MachineConfig, nodes map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	must := func(_ any, err error) {
@@ -122,6 +135,17 @@ func clusterObjects(t *testing.T, cs kubernetes.Interface, nodes map[string]stri
 	}
 	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: count, CurrentNumberScheduled: count, NumberReady: count, UpdatedNumberScheduled: count, NumberAvailable: count}
 	must(cs.AppsV1().DaemonSets("kube-system").UpdateStatus(ctx, ds, metav1.UpdateOptions{}))
+
+	env := &stage.Env{Root: initRoot, Config: initConfig, Log: slog.New(slog.DiscardHandler), Data: &stage.RunData{}}
+	if _, err := podnetwork.New().Apply(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	flannel, err := cs.AppsV1().DaemonSets("kube-flannel").Get(ctx, "kube-flannel-ds", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flannel.Status = ds.Status
+	must(cs.AppsV1().DaemonSets("kube-flannel").UpdateStatus(ctx, flannel, metav1.UpdateOptions{}))
 
 	dep, err := cs.AppsV1().Deployments("kube-system").Create(ctx, &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "coredns"},
@@ -154,6 +178,37 @@ func clusterObjects(t *testing.T, cs kubernetes.Interface, nodes map[string]stri
 // dnsPodIP is the address nodeObjects gives the DNS pod of a node with
 // this pod CIDR (a /24).
 func dnsPodIP(podCIDR string) string { return strings.TrimSuffix(podCIDR, ".0/24") + ".2" }
+
+// flannelImage is the pod network's image as the node image's index lists it.
+const flannelImage = "ghcr.io/flannel-io/flannel:v0.28.10"
+
+// writeIndex writes the node image's image index under root, one line
+// "<ref> <digest> <file>" per entry.
+func writeIndex(t *testing.T, root string, lines ...string) {
+	t.Helper()
+	p := filepath.Join(root, podnetwork.ImagesIndex)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// controllerCluster makes the test cluster hold the seed's controller
+// alone (clusterObjects, nodeObjects) and returns a root for it with its
+// admin.conf and an image index listing the flannel image.
+func controllerCluster(t *testing.T, c *testcluster.Cluster, res *source.Result) string {
+	t.Helper()
+	root := t.TempDir()
+	writeIndex(t, root, flannelImage+" sha256:"+strings.Repeat("0", 64)+" flannel_v0.28.10.tar")
+	installKubeconfig(t, c.Kubeconfig, root, "/etc/kubernetes/admin.conf")
+	node := res.Config.Kubernetes.NodeName
+	cs := clientset(c)
+	clusterObjects(t, cs, root, res.Config, map[string]string{node: "172.17.0.0/24"})
+	nodeObjects(t, cs, node, "172.17.0.0/24", "172.16.0.11", true)
+	return root
+}
 
 // installKubeconfig copies a kubeconfig of the test cluster to path under
 // root (admin.conf, kubelet.conf), as kubeadm leaves it on the node.
@@ -327,12 +382,14 @@ func TestClusterAsTheReference(t *testing.T) {
 	ctrl, _ := exampleConfig(t, "controller.yaml", nil)
 	wrk, _ := exampleConfig(t, "worker.yaml", nil)
 	cp, w := ctrl.Config.Kubernetes.NodeName, wrk.Config.Kubernetes.NodeName
+	cpRoot, wRoot := t.TempDir(), t.TempDir()
+	for _, root := range []string{cpRoot, wRoot} {
+		writeIndex(t, root, flannelImage+" sha256:"+strings.Repeat("0", 64)+" flannel_v0.28.10.tar")
+	}
+	installKubeconfig(t, c.Kubeconfig, cpRoot, "/etc/kubernetes/admin.conf")
+	clusterObjects(t, cs, cpRoot, ctrl.Config, map[string]string{cp: "172.17.0.0/24", w: "172.17.1.0/24"})
 	nodeObjects(t, cs, cp, "172.17.0.0/24", "172.16.0.11", true)
 	nodeObjects(t, cs, w, "172.17.1.0/24", "172.16.0.21", false)
-	clusterObjects(t, cs, map[string]string{cp: "172.17.0.0/24", w: "172.17.1.0/24"})
-
-	cpRoot, wRoot := t.TempDir(), t.TempDir()
-	installKubeconfig(t, c.Kubeconfig, cpRoot, "/etc/kubernetes/admin.conf")
 	kubelet, _ := c.Identity(t, "system:node:"+w, "system:nodes")
 	installKubeconfig(t, kubelet, wRoot, "/etc/kubernetes/kubelet.conf")
 	ctx := context.Background()
@@ -346,8 +403,9 @@ func TestClusterAsTheReference(t *testing.T) {
 	s := section(cpRoot, ctrl)
 	logReport(t, s)
 	allHold(t, s)
-	for _, want := range []string{"pod kube-system/kube-apiserver-" + cp + " on this node", "pod kube-system/kube-proxy on this node",
-		"node " + w + " Ready", "daemonset kube-system/kube-proxy", "deployment kube-system/coredns available"} {
+	for _, want := range []string{"static pod kube-system/kube-apiserver-" + cp, "a pod of daemonset kube-system/kube-proxy on this node",
+		"a pod of daemonset kube-flannel/kube-flannel-ds on this node", "pod kube-flannel/kube-flannel-ds-contr running and ready",
+		"node " + w + " Ready", "daemonset kube-system/kube-proxy", "daemonset kube-flannel/kube-flannel-ds", "deployment kube-system/coredns available"} {
 		checkNamed(t, s, want)
 	}
 	found := strings.Join(s.Found, "\n")

@@ -12,14 +12,14 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
-// PodBridge is the bridge the pod network's CNI plugin puts the node's pods
-// on (flannel's default, cni0), created with the first pod outside the
-// host network.
-const PodBridge = "cni0"
+// podBridge is the bridge the pod network's CNI plugin puts the node's
+// pods on, created with the first pod outside the host network.
+const podBridge = firewall.PodBridge
 
 // maxLinks bounds the links listed.
 const maxLinks = 2000
@@ -143,27 +143,27 @@ func (n *node) podLinks(s *Section, byName map[string]netlink.Link, byIndex map[
 			pods = append(pods, sb)
 		}
 	}
-	bridgeName := "bridge " + PodBridge
-	br := byName[PodBridge]
+	bridgeName := "bridge " + podBridge
+	br := byName[podBridge]
 	if len(pods) == 0 {
 		found := "no running pod outside the host network on this node"
 		if br != nil {
-			found += "; " + PodBridge + " is " + flagsOf(br)
+			found += "; " + podBridge + " is " + flagsOf(br)
 		}
 		s.pass(bridgeName, "a bridge, up, once a pod runs outside the host network", found)
 		return
 	}
 	switch {
 	case br == nil:
-		s.fail(bridgeName, "a bridge, up", "no link named "+PodBridge)
+		s.fail(bridgeName, "a bridge, up", "no link named "+podBridge)
 	case br.Type() != "bridge":
 		s.fail(bridgeName, "a bridge, up", "a "+br.Type())
 	default:
 		s.check(bridgeName, br.Attrs().Flags&net.FlagUp != 0, "a bridge, up", "bridge, "+flagsOf(br))
 	}
 	for _, sb := range pods {
-		name := fmt.Sprintf("pod %s: a veth on %s", sb.pod(), PodBridge)
-		expected := "the peer of the pod's interface, a veth in the node's namespace, master " + PodBridge
+		name := fmt.Sprintf("pod %s: a veth on %s", sb.pod(), podBridge)
+		expected := "the peer of the pod's interface, a veth in the node's namespace, master " + podBridge
 		peer, err := n.podPeer(sb)
 		if err != nil {
 			s.fail(name, expected, err.Error())

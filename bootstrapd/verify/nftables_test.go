@@ -43,11 +43,9 @@ func nftablesBackend(s string) string {
 func TestNftablesAsTheReference(t *testing.T) {
 	needRoot(t, "nft")
 	c := testcluster.Start(t, testcluster.Options{})
-	cs := clientset(c)
 	res, _ := exampleConfig(t, "controller.yaml", nftablesBackend)
 	node := res.Config.Kubernetes.NodeName
-	nodeObjects(t, cs, node, "172.17.0.0/24", "172.16.0.11", true)
-	clusterObjects(t, cs, map[string]string{node: "172.17.0.0/24"})
+	controllerCluster(t, c, res)
 
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run(mode, func(t *testing.T) {
