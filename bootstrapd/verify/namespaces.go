@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"syscall"
 
@@ -79,28 +80,31 @@ type namedNS struct {
 	Err  error
 }
 
-// netnsListing lists NetNSDir and the directories holding the sandboxes'
-// namespaces (containerd may keep them elsewhere, under its state
-// directory), as `ip netns` lists its directory.
+// netnsListing lists NetNSDir, as `ip netns` does, and the directories
+// holding the sandboxes' namespaces (containerd may keep them elsewhere,
+// under its state directory), read in the runtime's view.
 func (n *node) netnsListing() []namedNS {
+	list := func(dir, inView string) []namedNS {
+		entries, err := os.ReadDir(filepath.Join(inView, dir))
+		if err != nil {
+			return nil // no namespaces there (yet)
+		}
+		var out []namedNS
+		for _, e := range first(entries, maxNetNS) {
+			p := path.Join(dir, e.Name())
+			id, err := mountedNS(filepath.Join(inView, p))
+			out = append(out, namedNS{Path: p, ID: id, Err: err})
+		}
+		return out
+	}
+	out := list(NetNSDir, n.o.Root)
 	dirs := []string{NetNSDir}
 	if n.cri != nil {
 		for _, sb := range n.cri.sandboxes {
-			if sb.NetNSPath != "" && !slices.Contains(dirs, path.Dir(sb.NetNSPath)) {
-				dirs = append(dirs, path.Dir(sb.NetNSPath))
+			if dir := path.Dir(sb.NetNSPath); sb.NetNSPath != "" && !slices.Contains(dirs, dir) {
+				dirs = append(dirs, dir)
+				out = append(out, list(dir, n.o.RuntimeRoot)...)
 			}
-		}
-	}
-	var out []namedNS
-	for _, dir := range dirs {
-		entries, err := os.ReadDir(n.env.Path(dir))
-		if err != nil {
-			continue // no namespaces there (yet)
-		}
-		for _, e := range first(entries, maxNetNS) {
-			p := path.Join(dir, e.Name())
-			id, err := mountedNS(n.env.Path(p))
-			out = append(out, namedNS{Path: p, ID: id, Err: err})
 		}
 	}
 	return out
@@ -184,7 +188,7 @@ func (n *node) namespaces(context.Context) Section {
 		case owner[id] != "":
 			s.fail(name, expected, fmt.Sprintf("%s, shared with pod %s", identify(id), owner[id]))
 		default:
-			mounted, merr := mountedNS(n.env.Path(sb.NetNSPath))
+			mounted, merr := mountedNS(filepath.Join(n.o.RuntimeRoot, sb.NetNSPath))
 			switch {
 			case merr != nil:
 				s.fail(name, expected, fmt.Sprintf("%s: %v", sb.NetNSPath, merr))

@@ -43,6 +43,11 @@ type Options struct {
 	Source string
 	// CRISocket is the runtime's CRI socket under Root; "" means CRISocket.
 	CRISocket string
+	// RuntimeRoot is the runtime's view of "/", where the paths it reports
+	// (the sandboxes' network namespaces) are read; "" means Root. It
+	// differs only for a runtime in a mount namespace of its own (a test's
+	// private containerd: /proc/PID/root).
+	RuntimeRoot string
 	// Timeout bounds one request (CRI, API, netlink dumps are quick);
 	// 0 means 10 s.
 	Timeout time.Duration
@@ -79,6 +84,9 @@ func prepare(o Options) *node {
 	}
 	if o.CRISocket == "" {
 		o.CRISocket = CRISocket
+	}
+	if o.RuntimeRoot == "" {
+		o.RuntimeRoot = o.Root
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
