@@ -54,6 +54,10 @@ type Options struct {
 	Log     *slog.Logger
 }
 
+// sectionTimeout bounds one section's own calls (the firewall stage's plan
+// over D-Bus); the runtime and the API are read before, per request.
+const sectionTimeout = 30 * time.Second
+
 // node is what the sections share: the environment the reused stage code
 // reads through, and the facts read once from the runtime and the API.
 type node struct {
@@ -109,7 +113,9 @@ func (n *node) report(ctx context.Context) *Report {
 		n.nftables,
 		n.cluster,
 	} {
-		r.Sections = append(r.Sections, section(ctx))
+		sctx, cancel := context.WithTimeout(ctx, sectionTimeout)
+		r.Sections = append(r.Sections, section(sctx))
+		cancel()
 	}
 	r.finish()
 	return r
