@@ -209,7 +209,7 @@ func TestValidationRules(t *testing.T) {
 		}, "kubernetes.kubeadmPatches[0].kind", "patch it in the init node's config"},
 		{"preflight all", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPU", "All"} }, "kubernetes.ignorePreflightErrors[1]", `"all" would turn every preflight error into a warning`},
 		{"preflight typo", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"NumCPUs"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "NumCPUs"; did you mean "NumCPU"?`},
-		{"preflight unknown", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"DiskSpace"} }, "kubernetes.ignorePreflightErrors[0]", "or DirAvailable-, FileAvailable-, FileContent-, FileExisting-, Port-, Service- followed by"},
+		{"preflight unknown", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"DiskSpace"} }, "kubernetes.ignorePreflightErrors[0]", "use the NAME kubeadm prints as [ERROR NAME] or [WARNING NAME], e.g. NumCPU"},
 		{"preflight port", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Port-70000"} }, "kubernetes.ignorePreflightErrors[0]", `unknown kubeadm preflight check "Port-70000"`},
 		{"preflight twice", "init", func(c *MachineConfig) { c.Kubernetes.IgnorePreflightErrors = []string{"Mem", "mem"} }, "kubernetes.ignorePreflightErrors[1]", `"mem" is listed twice (also kubernetes.ignorePreflightErrors[0]`},
 		{"scheduling on a worker", "worker", func(c *MachineConfig) { c.Kubernetes.AllowSchedulingOnControlPlane = true }, "kubernetes.allowSchedulingOnControlPlane", "only applies to init and control-plane nodes"},
