@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"kubeboot.dev/kubeboot/bootstrapd/progress"
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // Check is one fact verify holds the node to.
@@ -92,7 +92,7 @@ func (r *Report) finish() {
 // clip makes a field printable (no control characters reach a terminal)
 // and bounded.
 func clip(s string) string {
-	s = progress.Printable(s)
+	s = printable.String(s)
 	if r := []rune(s); len(r) > maxField {
 		return string(r[:maxField]) + "..."
 	}
