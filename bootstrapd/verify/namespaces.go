@@ -84,26 +84,31 @@ type namedNS struct {
 // holding the sandboxes' namespaces (containerd may keep them elsewhere,
 // under its state directory), read in the runtime's view.
 func (n *node) netnsListing() []namedNS {
-	list := func(dir, inView string) []namedNS {
-		entries, err := os.ReadDir(filepath.Join(inView, dir))
+	var out []namedNS
+	seen := map[string]bool{} // directories by real path: /var/run/netns is /run/netns
+	list := func(dir, inView string) {
+		full := filepath.Join(inView, dir)
+		if real, err := filepath.EvalSymlinks(full); err == nil {
+			full = real
+		}
+		if seen[full] {
+			return
+		}
+		seen[full] = true
+		entries, err := os.ReadDir(full)
 		if err != nil {
-			return nil // no namespaces there (yet)
+			return // no namespaces there (yet)
 		}
-		var out []namedNS
 		for _, e := range first(entries, maxNetNS) {
-			p := path.Join(dir, e.Name())
-			id, err := mountedNS(filepath.Join(inView, p))
-			out = append(out, namedNS{Path: p, ID: id, Err: err})
+			id, err := mountedNS(filepath.Join(full, e.Name()))
+			out = append(out, namedNS{Path: path.Join(dir, e.Name()), ID: id, Err: err})
 		}
-		return out
 	}
-	out := list(NetNSDir, n.o.Root)
-	dirs := []string{NetNSDir}
+	list(NetNSDir, n.o.Root)
 	if n.cri != nil {
 		for _, sb := range n.cri.sandboxes {
-			if dir := path.Dir(sb.NetNSPath); sb.NetNSPath != "" && !slices.Contains(dirs, dir) {
-				dirs = append(dirs, dir)
-				out = append(out, list(dir, n.o.RuntimeRoot)...)
+			if sb.NetNSPath != "" {
+				list(path.Dir(sb.NetNSPath), n.o.RuntimeRoot)
 			}
 		}
 	}
