@@ -11,12 +11,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/waitready"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // maxObjects bounds one list (one page; more is said to be left out).
@@ -58,26 +60,37 @@ func listOf[T any](items []T, meta metav1.ListMeta) listing[T] {
 
 // readAPI reads the cluster with the node's own credentials.
 func readAPI(ctx context.Context, env *stage.Env, timeout time.Duration) (*apiFacts, error) {
-	cs, err := waitready.Client(env)
+	f := &apiFacts{credentials: waitready.Credentials(env.Config)}
+	rc, err := kubeapi.Config(env, f.credentials, "verify")
 	if err != nil {
 		return nil, err
 	}
-	f := &apiFacts{credentials: waitready.Credentials(env.Config)}
+	rc.Timeout = timeout
+	c, err := kubeapi.NewClient(rc)
+	if err != nil {
+		return nil, err
+	}
 	name := env.Config.Kubernetes.NodeName
-	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, timeout) }
-	opts := metav1.ListOptions{Limit: maxObjects}
+	list := func(gvr schema.GroupVersionResource, opts metav1.ListOptions, into any) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		opts.Limit = maxObjects
+		return c.List(ctx, gvr, "", opts, into)
+	}
 
-	c, cancel := call()
-	f.self, f.selfErr = cs.CoreV1().Nodes().Get(c, name, metav1.GetOptions{})
+	self := &corev1.Node{}
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	f.selfErr = c.Get(gctx, kubeapi.Nodes, "", name, self)
 	cancel()
-	if f.selfErr != nil && !apierrors.IsNotFound(f.selfErr) {
+	switch {
+	case f.selfErr == nil:
+		f.self = self
+	case !apierrors.IsNotFound(f.selfErr):
 		return nil, f.selfErr // the API does not answer, or refuses the credentials
 	}
 
-	c, cancel = call()
-	nodes, err := cs.CoreV1().Nodes().List(c, opts)
-	cancel()
-	switch {
+	nodes := &corev1.NodeList{}
+	switch err := list(kubeapi.Nodes, metav1.ListOptions{}, nodes); {
 	case err == nil:
 		f.nodes, f.allNodes = listOf(nodes.Items, nodes.ListMeta), true
 	case apierrors.IsForbidden(err):
@@ -89,59 +102,41 @@ func readAPI(ctx context.Context, env *stage.Env, timeout time.Duration) (*apiFa
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 
-	c, cancel = call()
-	pods, err := cs.CoreV1().Pods("").List(c, opts)
-	cancel()
-	switch {
+	pods := &corev1.PodList{}
+	switch err := list(kubeapi.Pods, metav1.ListOptions{}, pods); {
 	case err == nil:
 		f.podList, f.allPods = listOf(pods.Items, pods.ListMeta), true
 	case apierrors.IsForbidden(err):
 		f.notAllowed = append(f.notAllowed, "list pods of other nodes")
-		c, cancel = call()
-		own := opts
-		own.FieldSelector = "spec.nodeName=" + name
-		pods, err = cs.CoreV1().Pods("").List(c, own)
-		cancel()
-		if err != nil {
+		pods = &corev1.PodList{}
+		if err := list(kubeapi.Pods, metav1.ListOptions{FieldSelector: "spec.nodeName=" + name}, pods); err != nil {
 			return nil, fmt.Errorf("list the pods of node %s: %w", name, err)
 		}
 		f.podList = listOf(pods.Items, pods.ListMeta)
 	default:
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
-
-	if f.allPods {
-		// kubectl get all -A: the Services and workloads too.
-		if err := readWorkloads(cs, f, opts, call); err != nil {
-			return nil, err
-		}
+	if !f.allPods {
+		return f, nil
 	}
-	return f, nil
-}
 
-func readWorkloads(cs kubernetes.Interface, f *apiFacts, opts metav1.ListOptions, call func() (context.Context, context.CancelFunc)) error {
-	c, cancel := call()
-	svcs, err := cs.CoreV1().Services("").List(c, opts)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("list services: %w", err)
+	// kubectl get all -A: the Services and workloads too.
+	svcs := &corev1.ServiceList{}
+	if err := list(kubeapi.Services, metav1.ListOptions{}, svcs); err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
 	}
 	f.services = listOf(svcs.Items, svcs.ListMeta)
-	c, cancel = call()
-	ds, err := cs.AppsV1().DaemonSets("").List(c, opts)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("list daemonsets: %w", err)
+	ds := &appsv1.DaemonSetList{}
+	if err := list(kubeapi.DaemonSets, metav1.ListOptions{}, ds); err != nil {
+		return nil, fmt.Errorf("list daemonsets: %w", err)
 	}
 	f.daemonSets = listOf(ds.Items, ds.ListMeta)
-	c, cancel = call()
-	deps, err := cs.AppsV1().Deployments("").List(c, opts)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("list deployments: %w", err)
+	deps := &appsv1.DeploymentList{}
+	if err := list(kubeapi.Deployments, metav1.ListOptions{}, deps); err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
 	}
 	f.deployments = listOf(deps.Items, deps.ListMeta)
-	return nil
+	return f, nil
 }
 
 // systemPods are what runs on every node: kube-proxy's DaemonSet
@@ -151,7 +146,7 @@ func readWorkloads(cs kubernetes.Interface, f *apiFacts, opts metav1.ListOptions
 func (n *node) systemPods() (daemonSets []types.NamespacedName, namespaces []string, err error) {
 	daemonSets = []types.NamespacedName{{Namespace: waitready.Namespace, Name: "kube-proxy"}}
 	namespaces = []string{waitready.Namespace}
-	image, err := podnetwork.Image(n.env.Path(podnetwork.ImagesIndex))
+	image, err := podnetwork.Image(n.env.Path(nodepath.ImagesIndex))
 	if err != nil {
 		return daemonSets, namespaces, err
 	}

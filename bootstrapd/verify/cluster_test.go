@@ -30,6 +30,7 @@ import (
 	"kubeboot.dev/kubeboot/internal/cachetest"
 	"kubeboot.dev/kubeboot/internal/testcluster"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // nodeObjects creates, through the API, what a kubeadm cluster holds for
@@ -186,7 +187,7 @@ const flannelImage = "ghcr.io/flannel-io/flannel:v0.28.10"
 // "<ref> <digest> <file>" per entry.
 func writeIndex(t *testing.T, root string, lines ...string) {
 	t.Helper()
-	p := filepath.Join(root, podnetwork.ImagesIndex)
+	p := filepath.Join(root, nodepath.ImagesIndex)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}

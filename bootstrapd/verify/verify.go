@@ -112,6 +112,7 @@ func (n *node) report(ctx context.Context) *Report {
 		n.addresses,
 		n.nftables,
 		n.cluster,
+		n.kubeadm,
 	} {
 		sctx, cancel := context.WithTimeout(ctx, sectionTimeout)
 		r.Sections = append(r.Sections, section(sctx))
