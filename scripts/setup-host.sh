@@ -13,6 +13,7 @@ pkgs=(
   dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
   time                            # hostile-input tests: peak RSS of the bounded child (GNU time)
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
+  iptables                        # kube-proxy's iptables mode (iptables-nft) in a netns: bootstrapd verify tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -29,6 +29,7 @@ import (
 
 	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // Inputs are what the machine config alone does not say: the cluster
@@ -88,7 +89,7 @@ const (
 	kubeletPatchFile = "kubeletconfiguration+merge.yaml"
 
 	// CRISocket is containerd's, where the image runs it.
-	CRISocket    = "unix:///run/containerd/containerd.sock"
+	CRISocket    = "unix://" + nodepath.ContainerdSocket
 	cgroupDriver = "systemd"
 	// The images are baked into the node; kubeadm must not try to pull.
 	imagePullPolicy = "Never"

@@ -17,6 +17,10 @@ var (
 	Nodes   = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 	Pods    = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 	Secrets = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	// Read by bootstrapd verify, as kubectl get all -A lists them.
+	Services    = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	DaemonSets  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
+	Deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 )
 
 // Client reads and writes typed objects (k8s.io/api structs) through

@@ -34,9 +34,9 @@ func retryDump[T any](f func() (T, error)) (T, error) {
 // not pick them, as a bond or VLAN carries the MAC of a member.
 var aggregateTypes = []string{"bond", "vlan", "bridge", "macvlan", "ipvlan"}
 
-// hwAddr is the address a link is matched by: the permanent one when the
-// driver reports it (a bond member's current MAC is the bond's).
-func hwAddr(l netlink.Link) net.HardwareAddr {
+// HardwareAddr is the address a link is matched by: the permanent one
+// when the driver reports it (a bond member's current MAC is the bond's).
+func HardwareAddr(l netlink.Link) net.HardwareAddr {
 	if a := l.Attrs().PermHWAddr; len(a) > 0 {
 		return a
 	}
@@ -66,7 +66,7 @@ func findLink(links []netlink.Link, s *linkSpec) (netlink.Link, error) {
 			return nil, fmt.Errorf("%s.match.macAddress: %q is not a MAC address", s.Field, s.Match.MACAddress)
 		}
 	}
-	macOK := func(l netlink.Link) bool { return mac == nil || bytes.Equal(hwAddr(l), mac) }
+	macOK := func(l netlink.Link) bool { return mac == nil || bytes.Equal(HardwareAddr(l), mac) }
 	var found []netlink.Link
 	for _, l := range links {
 		if slices.Contains(aggregateTypes, l.Type()) || l.Attrs().Flags&net.FlagLoopback != 0 {

@@ -78,6 +78,10 @@ func protoName(p int) string {
 		return "static"
 	case protoDHCP:
 		return "dhcp"
+	case unix.RTPROT_BOOT:
+		return "boot"
+	case unix.RTPROT_RA:
+		return "ra"
 	}
 	return fmt.Sprint(p)
 }
@@ -148,24 +152,30 @@ func (r *run) kernelRoutes() ([]kernelRoute, error) {
 		if rt.Type != unix.RTN_UNICAST || len(rt.MultiPath) > 0 {
 			continue
 		}
-		dst, ok := ipNetToPrefix(rt.Dst)
-		if !ok { // older kernels and netlink versions leave default routes' Dst nil
-			if rt.Family == unix.AF_INET6 {
-				dst = netip.MustParsePrefix("::/0")
-			} else {
-				dst = netip.MustParsePrefix("0.0.0.0/0")
-			}
-		}
-		o := ownedRoute{Link: names[rt.LinkIndex], Dst: dst.String(), Metric: rt.Priority, Proto: int(rt.Protocol)}
-		if gw := ipToAddr(rt.Gw); gw.IsValid() {
-			o.Via = gw.String()
-		}
-		if src := ipToAddr(rt.Src); src.IsValid() {
-			o.Src = src.String()
-		}
+		dst, o := ownedOf(rt, names[rt.LinkIndex])
 		out = append(out, kernelRoute{r: rt, dst: dst, owned: o})
 	}
 	return out, nil
+}
+
+// ownedOf is a kernel route on the link named link in comparable form.
+func ownedOf(rt netlink.Route, link string) (netip.Prefix, ownedRoute) {
+	dst, ok := ipNetToPrefix(rt.Dst)
+	if !ok { // older kernels and netlink versions leave default routes' Dst nil
+		if rt.Family == unix.AF_INET6 {
+			dst = netip.MustParsePrefix("::/0")
+		} else {
+			dst = netip.MustParsePrefix("0.0.0.0/0")
+		}
+	}
+	o := ownedRoute{Link: link, Dst: dst.String(), Metric: rt.Priority, Proto: int(rt.Protocol)}
+	if gw := ipToAddr(rt.Gw); gw.IsValid() {
+		o.Via = gw.String()
+	}
+	if src := ipToAddr(rt.Src); src.IsValid() {
+		o.Src = src.String()
+	}
+	return dst, o
 }
 
 // reconcileRoutes adds or replaces wanted routes and deletes routes the

@@ -69,9 +69,9 @@ func (*Stage) Inputs(cfg *machineconfig.MachineConfig) any {
 	}{cfg.Kubernetes.NodeName, cfg.Role}
 }
 
-// credentials is the kubeconfig the stage reads the API with on a node
-// with this config.
-func credentials(cfg *machineconfig.MachineConfig) string {
+// Credentials is the kubeconfig the node reads the API with: admin.conf
+// on control planes, the kubelet's kubelet.conf on workers.
+func Credentials(cfg *machineconfig.MachineConfig) string {
 	if cfg.Role == machineconfig.RoleWorker {
 		return nodepath.KubeletConf
 	}
@@ -132,7 +132,7 @@ func changes(waiting []string) []stage.Change {
 
 // client reads the node's credentials.
 func client(env *stage.Env) (*kubeapi.Client, error) {
-	rc, err := kubeapi.Config(env, credentials(env.Config), "wait-ready")
+	rc, err := kubeapi.Config(env, Credentials(env.Config), "wait-ready")
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, erro
 		return waitOrFail(err)
 	}
 	var waiting []string
-	if ok, why := nodeReady(n); !ok {
+	if ok, why := NodeReady(n); !ok {
 		waiting = append(waiting, fmt.Sprintf("node %s is not Ready (%s)", node, why))
 	}
 	pods := &corev1.PodList{}
@@ -165,7 +165,7 @@ func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, erro
 	items := pods.Items
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	for i := range items {
-		if why := podWaiting(&items[i]); why != "" {
+		if why := PodWaiting(&items[i]); why != "" {
 			waiting = append(waiting, fmt.Sprintf("pod %s/%s %s", Namespace, items[i].Name, why))
 		}
 	}
@@ -183,7 +183,9 @@ func waitOrFail(err error) ([]string, error) {
 	return []string{"the API server cannot be reached: " + short(err.Error())}, nil
 }
 
-func nodeReady(n *corev1.Node) (bool, string) {
+// NodeReady reports whether n's Ready condition is true and, when not,
+// why.
+func NodeReady(n *corev1.Node) (bool, string) {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			if c.Status == corev1.ConditionTrue {
@@ -195,9 +197,9 @@ func nodeReady(n *corev1.Node) (bool, string) {
 	return false, "the kubelet has not reported yet"
 }
 
-// podWaiting says why p is not running and ready, or "" when it is (or
+// PodWaiting says why p is not running and ready, or "" when it is (or
 // has completed, or is going away).
-func podWaiting(p *corev1.Pod) string {
+func PodWaiting(p *corev1.Pod) string {
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded {
 		return ""
 	}

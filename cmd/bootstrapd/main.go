@@ -6,6 +6,7 @@
 //	bootstrapd run    [--config F] [--root DIR] [--only STAGE,...]
 //	bootstrapd plan   [--config F] [--root DIR] [--only STAGE,...]
 //	bootstrapd status [--root DIR]
+//	bootstrapd verify [--config F] [--root DIR] [--json]
 package main
 
 import (
@@ -60,6 +61,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdPlan(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "verify":
+		return cmdVerify(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return exitOK
@@ -74,6 +77,7 @@ func usage(w io.Writer) {
   bootstrapd run    [--config F] [--root DIR] [--only STAGE,...]   apply the first-boot plan
   bootstrapd plan   [--config F] [--root DIR] [--only STAGE,...]   print what run would change
   bootstrapd status [--root DIR]                                  stages, timings, markers
+  bootstrapd verify [--config F] [--root DIR] [--json]            check the node as the reference procedure did
 `)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/internal/secrettest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -73,40 +74,8 @@ func setUp(tmp string) error {
 	return nil
 }
 
-// leakScanner knows every secret of a bundle: the token, the certificate
-// key, and every private key's PEM body in lines and in overlapping
-// 16-character base64 fragments (a key cut into pieces still counts).
-type leakScanner []string
-
-func scannerFor(s *machineconfig.ClusterSecrets) leakScanner {
-	l := leakScanner{s.Token.Reveal(), s.CertificateKey.Reveal()}
-	for _, k := range []machineconfig.Secret{s.CA.Key, s.FrontProxyCA.Key, s.EtcdCA.Key, s.ServiceAccount.Key} {
-		var body strings.Builder
-		for _, line := range strings.Split(k.Reveal(), "\n") {
-			if line != "" && !strings.HasPrefix(line, "-----") {
-				body.WriteString(line)
-			}
-		}
-		b := body.String()
-		for i := 0; i+16 <= len(b); i += 8 {
-			l = append(l, b[i:i+16])
-		}
-	}
-	return l
-}
-
-func (l leakScanner) check(t *testing.T, where string, data []byte) {
-	t.Helper()
-	for _, s := range l {
-		if s != "" && bytes.Contains(data, []byte(s)) {
-			t.Errorf("%s holds a secret of the bundle", where)
-			return
-		}
-	}
-}
-
 // kb runs the built kubeboot in dir and checks its output for leaks.
-func kb(t *testing.T, leaks leakScanner, dir string, args ...string) (int, string, string) {
+func kb(t *testing.T, leaks secrettest.Scanner, dir string, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(kubebootBin, args...)
 	cmd.Dir = dir
@@ -119,12 +88,12 @@ func kb(t *testing.T, leaks leakScanner, dir string, args ...string) (int, strin
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	leaks.check(t, "stdout of kubeboot "+strings.Join(args, " "), stdout.Bytes())
-	leaks.check(t, "stderr of kubeboot "+strings.Join(args, " "), stderr.Bytes())
+	leaks.Check(t, "stdout of kubeboot "+strings.Join(args, " "), stdout.Bytes())
+	leaks.Check(t, "stderr of kubeboot "+strings.Join(args, " "), stderr.Bytes())
 	return code, stdout.String(), stderr.String()
 }
 
-func mustKB(t *testing.T, leaks leakScanner, dir string, args ...string) string {
+func mustKB(t *testing.T, leaks secrettest.Scanner, dir string, args ...string) string {
 	t.Helper()
 	code, stdout, stderr := kb(t, leaks, dir, args...)
 	if code != exitOK {
@@ -162,7 +131,7 @@ var referenceNodes = map[string][]string{
 // appears in any output.
 func TestSecretsConfigGenValidateCIDATA(t *testing.T) {
 	dir := t.TempDir()
-	var leaks leakScanner // filled once the bundle exists
+	var leaks secrettest.Scanner // filled once the bundle exists
 	out := mustKB(t, leaks, dir, "secrets", "gen", "-o", "cluster/secrets.yaml")
 	bundlePath := filepath.Join(dir, "cluster/secrets.yaml")
 	b, err := machineconfig.LoadBundle(bundlePath)
@@ -170,8 +139,8 @@ func TestSecretsConfigGenValidateCIDATA(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &b.ClusterSecrets
-	leaks = scannerFor(s)
-	leaks.check(t, "secrets gen output", []byte(out))
+	leaks = secrettest.For(s)
+	leaks.Check(t, "secrets gen output", []byte(out))
 	hash, _ := s.CACertHash()
 	if !strings.Contains(out, hash) {
 		t.Errorf("secrets gen does not print the CA hash: %q", out)
@@ -195,7 +164,7 @@ func TestSecretsConfigGenValidateCIDATA(t *testing.T) {
 		t.Fatalf("--force did not replace the bundle (%v)", err)
 	}
 	s = &b.ClusterSecrets
-	leaks = append(leaks, scannerFor(s)...)
+	leaks = append(leaks, secrettest.For(s)...)
 	hash, _ = s.CACertHash()
 	if perm(t, bundlePath) != 0o600 {
 		t.Error("--force changed the mode")
@@ -243,7 +212,7 @@ func TestSecretsConfigGenValidateCIDATA(t *testing.T) {
 			if len(cr.CACertHashes) != 1 || cr.CACertHashes[0] != hash || cr.Token != s.Token || cr.Secrets != nil {
 				t.Errorf("worker credentials: hashes %v (bundle CA %s), token from bundle %v, inline secrets %v", cr.CACertHashes, hash, cr.Token == s.Token, cr.Secrets != nil)
 			}
-			leaks.check(t, "the worker's config (only the token may be there)", bytes.ReplaceAll(data, []byte(s.Token.Reveal()), nil))
+			leaks.Check(t, "the worker's config (only the token may be there)", bytes.ReplaceAll(data, []byte(s.Token.Reveal()), nil))
 			if bytes.Contains(data, []byte("PRIVATE KEY")) {
 				t.Error("the worker's config holds a private key")
 			}
@@ -290,7 +259,7 @@ func TestSecretsConfigGenValidateCIDATA(t *testing.T) {
 		}
 		if tc.role == machineconfig.RoleWorker {
 			image, _ := os.ReadFile(vol)
-			leaks.check(t, "the worker's volume (only the token may be there)", bytes.ReplaceAll(image, []byte(s.Token.Reveal()), nil))
+			leaks.Check(t, "the worker's volume (only the token may be there)", bytes.ReplaceAll(image, []byte(s.Token.Reveal()), nil))
 		}
 	}
 	// A bundle named by an absolute path cannot be carried: refused at the field.
@@ -461,7 +430,7 @@ func TestDocCommandsRunAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the docs' commands made no bundle: %v", err)
 	}
-	scannerFor(&b.ClusterSecrets).check(t, "the output of the docs' commands", outputs.Bytes())
+	secrettest.For(&b.ClusterSecrets).Check(t, "the output of the docs' commands", outputs.Bytes())
 }
 
 func TestConfigGenUsageErrors(t *testing.T) {

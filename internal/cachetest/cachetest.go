@@ -28,9 +28,33 @@ func File(tb testing.TB, name string) string {
 	return p
 }
 
-// locate returns the lock entry called name and its cache path, with
-// File's skips and failures.
-func locate(tb testing.TB, name string) (lock.File, string) {
+// Image returns the locked manifest digest of the image ref (a reference
+// in configs/image.lock, e.g. "registry.k8s.io/pause:3.10.2") and the
+// cache path of its OCI archive, with File's skips and failures.
+func Image(tb testing.TB, ref string) (digest, path string) {
+	tb.Helper()
+	l, dir := readLock(tb)
+	im, ok := l.Image(ref)
+	if !ok {
+		tb.Fatalf("%s pins no image %q", LockFile, ref)
+	}
+	p := (&fetch.Cache{Dir: dir}).ImagePath(im.Digest)
+	st, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		tb.Skipf("%s (%.19s) is not in the artifact cache %s yet: run make artifacts", ref, im.Digest, dir)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if im.ArchiveSize != 0 && st.Size() != im.ArchiveSize {
+		tb.Fatalf("%s in the artifact cache has %d bytes, the lock says %d: the cache is damaged", p, st.Size(), im.ArchiveSize)
+	}
+	return im.Digest, p
+}
+
+// readLock reads the repository's lock and finds the cache, skipping the
+// test without a cache.
+func readLock(tb testing.TB) (*lock.Lock, string) {
 	tb.Helper()
 	root, err := moduleRoot()
 	if err != nil {
@@ -40,13 +64,21 @@ func locate(tb testing.TB, name string) (lock.File, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f, ok := l.File(name)
-	if !ok {
-		tb.Fatalf("%s pins no file named %q", LockFile, name)
-	}
 	dir, err := fetch.DefaultDir()
 	if err != nil {
 		tb.Skipf("no artifact cache: %v", err)
+	}
+	return l, dir
+}
+
+// locate returns the lock entry called name and its cache path, with
+// File's skips and failures.
+func locate(tb testing.TB, name string) (lock.File, string) {
+	tb.Helper()
+	l, dir := readLock(tb)
+	f, ok := l.File(name)
+	if !ok {
+		tb.Fatalf("%s pins no file named %q", LockFile, name)
 	}
 	p := (&fetch.Cache{Dir: dir}).FilePath(f.SHA256)
 	st, err := os.Stat(p)
