@@ -216,11 +216,35 @@ func (l *Lab) Exec(ctx context.Context, name string, args ...string) (string, er
 	return string(out), nil
 }
 
-// Ping sends one ICMP echo from the namespace (busybox: the host has no
-// ping of its own).
-func (l *Lab) Ping(ctx context.Context, addr string) error {
-	_, err := l.Exec(ctx, "busybox", "ping", "-c", "1", "-W", "5", addr)
-	return err
+// Ping sends ICMP echos from the namespace (busybox: the host has no
+// ping of its own) until one is answered, for at most 30 s; it returns
+// how many it sent.
+func (l *Lab) Ping(ctx context.Context, addr string) (int, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 1; ; n++ {
+		_, err := l.Exec(ctx, "busybox", "ping", "-c", "1", "-W", "3", addr)
+		if err == nil || time.Now().After(deadline) {
+			return n, err
+		}
+	}
+}
+
+// Diagnose describes the lab's network for an error: neighbours, the
+// bridges' forwarding tables, link counters.
+func (l *Lab) Diagnose(ctx context.Context) string {
+	var b strings.Builder
+	for _, c := range [][]string{
+		{"ip", "-n", l.NS, "neigh"},
+		{"bridge", "-n", l.NS, "fdb", "show", "dynamic"},
+		{"ip", "-n", l.NS, "-s", "-br", "link"},
+	} {
+		out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "lab$ %s\n%s", strings.Join(c, " "), out)
+		if err != nil {
+			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	return b.String()
 }
 
 // VMs are the lab's machines, in the order they were made.

@@ -327,8 +327,13 @@ func (s *sc) checkNetwork(ctx context.Context, vm *VM, cfg *machineconfig.Machin
 	for _, l := range cfg.Network.Links() {
 		for _, a := range l.Addresses {
 			ip, _, _ := strings.Cut(a, "/")
-			if err := s.lab.Ping(ctx, ip); err != nil {
-				return fmt.Errorf("%s: %s (%s) does not answer ping from the lab: %w", vm.Name, ip, l.Name, err)
+			n, err := s.lab.Ping(ctx, ip)
+			if err != nil {
+				guest, _ := vm.Check(ctx, "ip -s link; ip neigh; cat /proc/net/bonding/* 2>/dev/null", time.Minute)
+				return fmt.Errorf("%s: %s (%s) does not answer ping from the lab for 30 s: %w\n%s\n%s$ ip -s link; ip neigh; /proc/net/bonding/*\n%s", vm.Name, ip, l.Name, err, s.lab.Diagnose(ctx), vm.Name, guest)
+			}
+			if n > 1 {
+				ip += fmt.Sprintf(" (after %d pings)", n)
 			}
 			pinged = append(pinged, ip)
 		}

@@ -154,7 +154,7 @@ func (s *sc) failover(ctx context.Context, vm *VM, cfg *machineconfig.MachineCon
 	primary, other := bond.Interfaces[0], bond.Interfaces[1]
 	ping := func() error {
 		for _, a := range []string{"172.16.0.31", "10.0.0.31"} {
-			if err := s.lab.Ping(ctx, a); err != nil {
+			if _, err := s.lab.Ping(ctx, a); err != nil {
 				return err
 			}
 		}
