@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // Parse decodes a machine config strictly, applies the defaults (see
@@ -33,7 +34,7 @@ func Parse(filename string, data []byte) (*MachineConfig, error) {
 // names it; the bundle's own problems are reported at its own lines.
 func ParseWithFiles(filename string, data []byte, files Files) (*MachineConfig, error) {
 	d := newDecoder(filename)
-	root := d.parseDocument(data)
+	root := d.parseDocument(data, MaxSize, "a mapping starting with apiVersion: "+APIVersion)
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
@@ -93,9 +94,9 @@ func (d *decoder) readBundle(filename string, cr *Credentials, files Files) {
 
 // Load reads the file at path and parses it with Parse.
 func Load(path string) (*MachineConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("machine config: %w", err)
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -104,11 +105,29 @@ func Load(path string) (*MachineConfig, error) {
 // the files it names are read relative to its directory, or at their
 // absolute paths on this machine.
 func LoadWithFiles(path string) (*MachineConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseWithFiles(path, data, FilesFrom("", filepath.Dir(path)))
+}
+
+// ReadFile reads at most MaxSize bytes of a config file, so that a huge
+// file or a device such as /dev/zero fails at once with a clear error
+// instead of filling memory.
+func ReadFile(path string) ([]byte, error) {
+	data, err := readAtMost(path, MaxSize, false)
+	if errors.Is(err, errTooLarge) {
+		return nil, ErrorList{tooLarge(path)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("machine config: %w", err)
 	}
-	return ParseWithFiles(path, data, FilesFrom("", filepath.Dir(path)))
+	return data, nil
+}
+
+func tooLarge(file string) Error {
+	return Error{File: file, Line: 1, Column: 1, Message: fmt.Sprintf("larger than %d KiB, the limit for a machine config (real ones are a few KiB)", MaxSize>>10)}
 }
 
 // ParseNetplan decodes a cloud-init network-config version 2 document (the
@@ -116,7 +135,7 @@ func LoadWithFiles(path string) (*MachineConfig, error) {
 // internal network model and validates it.
 func ParseNetplan(filename string, data []byte) (*Network, error) {
 	d := newDecoder(filename)
-	root := d.parseDocument(data)
+	root := d.parseDocument(data, MaxSize, "a mapping with version: 2")
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
@@ -136,6 +155,11 @@ func ParseNetplan(filename string, data []byte) (*Network, error) {
 	if n.Kind != yaml.MappingNode {
 		d.fail(display, pos(n), "expected a mapping with version: 2, found %s", describe(n))
 		return nil, d.errs.errOrNil()
+	}
+	if mappingValue(n, "version") == nil {
+		// As in a machine config's network section, where version is what
+		// tells netplan from the native form; cloud-init needs it too.
+		d.fail(display, pos(n), "version is required: a network-config v2 document has version: 2")
 	}
 	var net Network
 	d.decodeNetplan(n, display, "network", &net)
@@ -188,8 +212,17 @@ func newDecoder(file string) *decoder {
 }
 
 func (d *decoder) fail(path string, at position, format string, args ...any) {
-	d.errs = append(d.errs, Error{File: d.file, Line: at.line, Column: at.column, Path: path, Message: fmt.Sprintf(format, args...)})
+	d.add(Error{Line: at.line, Column: at.column, Path: path, Message: fmt.Sprintf(format, args...)})
 	d.bad[path] = true
+}
+
+// add records a problem in this file. Its message and path may quote keys
+// and values from the file: they are escaped (one error is one line, and
+// a terminal shows it rather than obeys it) and clipped (a value may be as
+// long as the file).
+func (d *decoder) add(e Error) {
+	e.File, e.Message, e.Path = d.file, clip(printable.String(e.Message)), clip(printable.String(e.Path))
+	d.errs = append(d.errs, e)
 }
 
 // record remembers where the field at path is; key is nil for list items.
@@ -217,20 +250,25 @@ var internalPathRE = regexp.MustCompile(`network(\.[A-Za-z]+|\[[0-9]+\])+`)
 var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // parseDocument parses data into the root node of its single document, or
-// records a syntax error and returns nil.
-func (d *decoder) parseDocument(data []byte) *yaml.Node {
+// records a syntax error and returns nil; expect says what an empty
+// document should have held.
+func (d *decoder) parseDocument(data []byte, limit int, expect string) *yaml.Node {
+	if len(data) > limit {
+		d.fail("", position{1, 1}, "larger than %d KiB, the limit for %s (real ones are a few KiB)", limit>>10, expect)
+		return nil
+	}
 	doc, err := parseYAML(data)
 	if err != nil {
 		d.syntaxError(data, err)
 		return nil
 	}
 	if doc == nil || len(doc.Content) == 0 {
-		d.fail("", position{1, 1}, "the document is empty; expected a mapping starting with apiVersion: %s", APIVersion)
+		d.fail("", position{1, 1}, "the document is empty; expected %s", expect)
 		return nil
 	}
 	root := d.resolve(doc.Content[0])
 	if root != nil && root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		d.fail("", position{1, 1}, "the document is empty; expected a mapping starting with apiVersion: %s", APIVersion)
+		d.fail("", position{1, 1}, "the document is empty; expected %s", expect)
 		return nil
 	}
 	return root
@@ -284,20 +322,8 @@ func (d *decoder) syntaxError(data []byte, err error) {
 				break
 			}
 		}
-	} else if len(lines) <= 2000 {
-		// The culprit is at or after the line the library names.
-		start := max(line, 1)
-		end := 0
-		for _, l := range lines[:min(start-1, len(lines))] {
-			end += len(l)
-		}
-		for i := start - 1; i < len(lines); i++ {
-			end += len(lines[i])
-			if _, perr := parseYAML(data[:end]); perr != nil && sameSyntaxError(perr, msg) {
-				line = i + 1
-				break
-			}
-		}
+	} else {
+		line = culpritLine(data, lines, max(line, 1), msg)
 	}
 	if line < 1 {
 		line = 1
@@ -332,7 +358,7 @@ func (d *decoder) syntaxError(data []byte, err error) {
 			}
 		}
 	}
-	d.errs = append(d.errs, Error{File: d.file, Line: line, Column: col, Message: "YAML syntax error: " + msg + hint})
+	d.add(Error{Line: line, Column: col, Message: "YAML syntax error: " + msg + hint})
 }
 
 // lastPath is the field path of the last value in a parsed document.
@@ -352,6 +378,33 @@ func lastPath(n *yaml.Node, path string) string {
 		}
 	}
 	return path
+}
+
+// culpritLine finds the line at or after from whose addition makes a
+// prefix of the document fail with msg: the culprit of an indentation
+// mistake that the library reports at the start of the enclosing block.
+// It bisects between the prefix before from (taken as not failing) and the
+// whole document (failing with msg), so a document of n lines costs about
+// log2(n) parses instead of n: the search once made every exec of the fuzz
+// target parse the document once per line.
+func culpritLine(data []byte, lines []string, from int, msg string) int {
+	ends := make([]int, len(lines)+1) // ends[i]: bytes in the first i lines
+	for i, l := range lines {
+		ends[i+1] = ends[i] + len(l)
+	}
+	lo, hi := from-1, len(lines) // lo lines pass (assumed), hi lines fail with msg
+	if lo >= hi {
+		return from
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if _, err := parseYAML(data[:ends[mid]]); err != nil && sameSyntaxError(err, msg) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 func sameSyntaxError(err error, msg string) bool {
@@ -421,7 +474,7 @@ func describe(n *yaml.Node) string {
 		case "!!timestamp":
 			return "a timestamp"
 		}
-		return "a value tagged " + n.Tag
+		return "a value tagged " + strconv.Quote(n.Tag) // a tag may hold any character, a newline too
 	}
 	return "an unexpected YAML node"
 }
@@ -742,7 +795,7 @@ func (d *decoder) decodeAny(n *yaml.Node, path string, depth int) any {
 		case "!!str", "!!timestamp":
 			return n.Value
 		}
-		d.fail(path, pos(n), "unsupported YAML tag %s", n.Tag)
+		d.fail(path, pos(n), "unsupported YAML tag %q", n.Tag)
 		return nil
 	}
 	d.fail(path, pos(n), "unexpected YAML node")
@@ -814,7 +867,7 @@ func (d *decoder) report(probs []problem) {
 		if p.atKey || suffix != "" {
 			at = l.key
 		}
-		d.errs = append(d.errs, Error{File: d.file, Line: at.line, Column: at.column, Path: display, Message: msg})
+		d.add(Error{Line: at.line, Column: at.column, Path: display, Message: msg})
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 // Defaults applied by SetDefaults (Parse applies them before validating).
 const (
 	DefaultServiceSubnet = "10.96.0.0/12"
+	DefaultPodSubnet     = "10.244.0.0/16"
+	DefaultPodNetwork    = PodNetworkHostGW
 	DefaultDNSDomain     = "cluster.local"
 	DefaultSSHPort       = 22
 )
@@ -18,6 +20,7 @@ const (
 //
 //   - firewall.backend: auto; firewall.kubernetesPorts: true; firewall.sshPort: 22
 //   - kubernetes.serviceSubnet: 10.96.0.0/12; kubernetes.dnsDomain: cluster.local
+//   - kubernetes.podSubnet: 10.244.0.0/16; kubernetes.podNetwork.backend: host-gw
 //   - kubernetes.nodeName: the hostname
 //   - kubernetes.advertiseAddress: the first static IPv4 address of the link
 //     holding the default route, else the first static address of any link
@@ -38,6 +41,12 @@ func (c *MachineConfig) SetDefaults() {
 	k := &c.Kubernetes
 	if k.ServiceSubnet == "" {
 		k.ServiceSubnet = DefaultServiceSubnet
+	}
+	if k.PodSubnet == "" {
+		k.PodSubnet = DefaultPodSubnet
+	}
+	if k.PodNetwork.Backend == "" {
+		k.PodNetwork.Backend = DefaultPodNetwork
 	}
 	if k.DNSDomain == "" {
 		k.DNSDomain = DefaultDNSDomain

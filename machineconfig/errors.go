@@ -4,6 +4,24 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
+)
+
+// Bounds on what a config, however hostile, can make the decoder do and
+// report. They hold for every consumer: bootstrapd's failed marker, its
+// STATUS= line and the journal, and kubeboot validate's output.
+const (
+	// MaxSize bounds a machine config (and a netplan network-config).
+	// Real configs are a few KiB (configs/controller.yaml is 2 KiB); a
+	// quarter MiB leaves room for long kubeadm patches and many users'
+	// keys while keeping the parse of the worst input under 100 MiB and
+	// 2 s of CPU (docs/bootstrapd.md, TestHostileConfigBounds).
+	MaxSize = 128 << 10
+	// MaxReported is how many problems Error prints; the rest are counted.
+	MaxReported = 50
+	// maxMessage bounds one message: messages quote the offending value,
+	// which may be as long as the file.
+	maxMessage = 400
 )
 
 // Error is one problem in a machine config, with where it is.
@@ -45,13 +63,35 @@ func (e Error) Error() string {
 // ErrorList is every problem found in one config, sorted by position.
 type ErrorList []Error
 
-// Error prints one problem per line.
+// Error prints one problem per line: the first MaxReported, then how many
+// more there are.
 func (l ErrorList) Error() string {
-	lines := make([]string, len(l))
-	for i, e := range l {
+	shown := l[:min(len(l), MaxReported)]
+	lines := make([]string, len(shown), len(shown)+1)
+	for i, e := range shown {
 		lines[i] = e.Error()
 	}
+	if more := len(l) - len(shown); more > 0 {
+		lines = append(lines, fmt.Sprintf("... and %d more problems (fix these first)", more))
+	}
 	return strings.Join(lines, "\n")
+}
+
+// clip shortens a message to maxMessage bytes, keeping its start (what is
+// wrong) and its end (often the hint), cut at rune boundaries.
+func clip(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
+	}
+	head, tail := maxMessage/2, maxMessage/2
+	for head > 0 && !utf8.RuneStart(msg[head]) {
+		head--
+	}
+	start := len(msg) - tail
+	for start < len(msg) && !utf8.RuneStart(msg[start]) {
+		start++
+	}
+	return fmt.Sprintf("%s [... %d bytes cut ...] %s", msg[:head], start-head, msg[start:])
 }
 
 // sort orders the problems by file, line and column, keeping the order in

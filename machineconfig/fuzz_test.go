@@ -60,8 +60,39 @@ func checkErrors(t *testing.T, err error) {
 		if i > 0 && e.Line < list[i-1].Line {
 			t.Fatalf("errors not sorted: %v", list)
 		}
-		if strings.Contains(e.Message, "\n") {
-			t.Fatalf("multi-line message breaks the one-error-per-line format: %q", e.Message)
+		if strings.Contains(e.Message, "\n") || strings.Contains(e.Path, "\n") || strings.Contains(e.File, "\n") {
+			t.Fatalf("multi-line error breaks the one-error-per-line format: %q", e.Error())
 		}
 	}
+}
+
+// FuzzParseNetplan feeds arbitrary documents to the network-config parser,
+// seeded with the netplan examples. It may not panic; every error has a
+// position; a network it accepts is one the config validator accepts too
+// (bootstrapd validates it again inside the merged NoCloud config).
+func FuzzParseNetplan(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("..", "configs", "netplan", "*.yaml"))
+	tests, _ := filepath.Glob(filepath.Join("testdata", "netplan-*.yaml"))
+	for _, file := range append(seeds, tests...) {
+		if data, err := os.ReadFile(file); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		net, err := ParseNetplan("n.yaml", data)
+		checkErrors(t, err)
+		if err != nil {
+			return
+		}
+		if net == nil {
+			t.Fatal("nil network without error")
+		}
+		verr := (&MachineConfig{Network: *net}).Validate()
+		list, _ := verr.(ErrorList)
+		for _, e := range list {
+			if strings.HasPrefix(e.Path, "network") {
+				t.Fatalf("ParseNetplan accepted a network the validator refuses: %v", e)
+			}
+		}
+	})
 }

@@ -150,11 +150,7 @@ func (c *Credentials) TokenLifetime() time.Duration {
 // errors carry file, line, column and field, and never a secret.
 func ParseBundle(filename string, data []byte) (*Bundle, error) {
 	d := newDecoder(filename)
-	if len(data) > MaxBundleSize {
-		d.fail("", position{1, 1}, "the file is larger than %d bytes; a cluster secrets bundle is about 10 KiB", MaxBundleSize)
-		return nil, d.errs.errOrNil()
-	}
-	root := d.parseDocument(data)
+	root := d.parseDocument(data, MaxBundleSize, "a cluster secrets bundle (kind: "+BundleKind+")")
 	if root == nil {
 		return nil, d.errs.errOrNil()
 	}
@@ -239,6 +235,20 @@ func (c *Carrier) Read(name string) ([]byte, error) {
 // readLimited reads a regular file of at most max bytes; a device or a
 // larger file is an error, so a hostile path cannot exhaust memory.
 func readLimited(path string, max int64) ([]byte, error) {
+	data, err := readAtMost(path, max, true)
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return data, err
+}
+
+// errTooLarge says a file holds more than readAtMost may read.
+var errTooLarge = errors.New("too large")
+
+// readAtMost reads path, or fails with errTooLarge once it has read more
+// than max bytes: a huge file or a device such as /dev/zero fails at once.
+// regularOnly refuses anything but a regular file.
+func readAtMost(path string, max int64, regularOnly bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -246,7 +256,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 	defer f.Close()
 	if st, err := f.Stat(); err != nil {
 		return nil, err
-	} else if !st.Mode().IsRegular() {
+	} else if regularOnly && !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
@@ -254,7 +264,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+		return nil, errTooLarge
 	}
 	return data, nil
 }

@@ -103,7 +103,7 @@ func TestBundleErrors(t *testing.T) {
 		{"not PEM", regexp.MustCompile(`(?s)  cert: \|\n.*?-----END CERTIFICATE-----\n`).ReplaceAllString(good, "  cert: hello\n"), fmt.Sprintf("b.yaml:%d:9: ca.cert: cluster CA certificate: not PEM", lineOf(good, "  cert: |"))},
 		{"worker bundle with more", strings.Replace(string(clustersecrets.Marshal(s.ForRole(mc.RoleWorker))), "ca:", "serviceAccount:\n  pub: x\nca:", 1), "serviceAccount: only a full bundle (one with ca.key) holds serviceAccount"},
 		{"a machine config", "apiVersion: kubeboot.dev/v1alpha1\nkind: MachineConfig\n", "b.yaml:2:7: kind: this file is a MachineConfig, not a ClusterSecrets bundle"},
-		{"too large", good + "#" + strings.Repeat("x", mc.MaxBundleSize), "b.yaml:1:1: the file is larger than 1048576 bytes"},
+		{"too large", good + "#" + strings.Repeat("x", mc.MaxBundleSize), "b.yaml:1:1: larger than 1024 KiB, the limit for a cluster secrets bundle"},
 		{"empty", "", "b.yaml:1:1: the document is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,19 +5,36 @@ import (
 	"strings"
 )
 
+// Suggestions are for typos in names: a longer word or a longer list of
+// candidates (a hostile config's thousand links) gets none, which keeps
+// the edit distances a config can ask for small.
+const (
+	maxSuggestWord       = 64
+	maxSuggestCandidates = 256
+)
+
+// separators are ignored when comparing names: macaddress vs macAddress.
+var separators = strings.NewReplacer("-", "", "_", "")
+
+func normName(s string) string { return separators.Replace(strings.ToLower(s)) }
+
 // suggest returns the candidate closest to word when it is close enough to
 // be a likely typo, or "" when none is.
 func suggest(word string, candidates []string) string {
-	norm := func(s string) string {
-		return strings.NewReplacer("-", "", "_", "").Replace(strings.ToLower(s))
+	if len(word) > maxSuggestWord || len(candidates) > maxSuggestCandidates {
+		return ""
 	}
-	w := norm(word)
+	w := normName(word)
 	best, bestDist := "", -1
 	for _, c := range candidates {
-		if norm(c) == w {
+		if len(c) > maxSuggestWord {
+			continue
+		}
+		nc := normName(c)
+		if nc == w {
 			return c // differs only in case or separators: macaddress vs macAddress
 		}
-		d := editDistance(w, norm(c))
+		d := editDistance(w, nc)
 		if bestDist < 0 || d < bestDist {
 			best, bestDist = c, d
 		}
@@ -26,7 +43,7 @@ func suggest(word string, candidates []string) string {
 	if len(w) >= 5 {
 		var prefixed []string
 		for _, c := range candidates {
-			if strings.HasPrefix(norm(c), w) {
+			if len(c) <= maxSuggestWord && strings.HasPrefix(normName(c), w) {
 				prefixed = append(prefixed, c)
 			}
 		}

@@ -157,7 +157,8 @@ type Kubernetes struct {
 	// AdvertiseAddress is the API server / node IP; default: the first static
 	// address of the link holding the default route.
 	AdvertiseAddress string            `yaml:"advertiseAddress,omitempty"`
-	PodSubnet        string            `yaml:"podSubnet,omitempty"`
+	PodSubnet        string            `yaml:"podSubnet,omitempty"` // default 10.244.0.0/16
+	PodNetwork       PodNetwork        `yaml:"podNetwork,omitempty"`
 	ServiceSubnet    string            `yaml:"serviceSubnet,omitempty"` // default 10.96.0.0/12
 	DNSDomain        string            `yaml:"dnsDomain,omitempty"`     // default cluster.local
 	NodeName         string            `yaml:"nodeName,omitempty"`      // default: hostname
@@ -177,6 +178,27 @@ type Kubernetes struct {
 	// control-plane nodes, so ordinary pods run there too.
 	AllowSchedulingOnControlPlane bool `yaml:"allowSchedulingOnControlPlane,omitempty"`
 }
+
+// PodNetwork configures the pod network the init node installs (flannel,
+// docs/pod-network.md). Every node's config must name the same podSubnet
+// and backend: each node's firewall trusts the pod subnet and opens the
+// backend's port.
+type PodNetwork struct {
+	Backend PodNetworkBackend `yaml:"backend,omitempty"` // default host-gw
+}
+
+// PodNetworkBackend is how pod traffic crosses from node to node.
+type PodNetworkBackend string
+
+const (
+	// PodNetworkHostGW routes each node's pod range via that node's address:
+	// no encapsulation, full MTU, no port to open; all nodes must share one
+	// layer-2 network (the reference's 172.16.0.0/24).
+	PodNetworkHostGW PodNetworkBackend = "host-gw"
+	// PodNetworkVXLAN encapsulates pod traffic in UDP (port 8472); works
+	// across routed networks, at 50 bytes of MTU and some CPU.
+	PodNetworkVXLAN PodNetworkBackend = "vxlan"
+)
 
 // Taint is a node taint as in the Kubernetes API.
 type Taint struct {

@@ -2,6 +2,7 @@ package machineconfig
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // Validate checks a config built or changed in code (Parse already
@@ -19,7 +22,7 @@ import (
 func (c *MachineConfig) Validate() error {
 	var l ErrorList
 	for _, p := range validateConfig(c) {
-		l = append(l, Error{Path: p.path, Message: p.msg})
+		l = append(l, Error{Path: clip(printable.String(p.path)), Message: clip(printable.String(p.msg))})
 	}
 	return l.errOrNil()
 }
@@ -99,6 +102,16 @@ func checkHostname(h string) string {
 		return fmt.Sprintf("hostname %q must be lower case (it is the Kubernetes node name)", h)
 	}
 	return checkDNSName(h)
+}
+
+// CheckDNSName checks an RFC 1123 DNS name (upper case allowed) with the
+// rule the config's names follow, for names from elsewhere that end up in
+// the same files: a DHCP server's domain name goes into resolv.conf.
+func CheckDNSName(n string) error {
+	if msg := checkDNSName(n); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
 }
 
 // checkDNSName checks an RFC 1123 DNS name; upper case is allowed.
@@ -301,6 +314,14 @@ func (c *checker) network(n *Network, base string) {
 			c.route(rp, r, addrs, dhcp4, dhcp6, brokenAddr)
 		}
 	}
+	// Lookups are maps and name lists are made once: a hostile config may
+	// list thousands of links, and a check per pair would be quadratic.
+	linkNames := keys(kinds)
+	type vlanKey struct {
+		link string
+		id   int
+	}
+	vlanIDs := map[vlanKey]string{}
 	for i, v := range n.VLANs {
 		p := index(base+".vlans", i)
 		if v.ID < 1 || v.ID > 4094 {
@@ -310,19 +331,29 @@ func (c *checker) network(n *Network, base string) {
 		case v.Link == "":
 			c.add(p+".link", "link is required: the interface or bond carrying the VLAN")
 		case !ok:
-			c.add(p+".link", "link %q is not an interface or bond of this config%s", v.Link, didYouMean(v.Link, keys(kinds)))
+			c.add(p+".link", "link %q is not an interface or bond of this config%s", v.Link, didYouMean(v.Link, linkNames))
 		case kind == "vlan":
 			c.add(p+".link", "link %q is a VLAN; VLANs sit on an interface or bond", v.Link)
 		}
-		for k, w := range n.VLANs[:i] {
-			if w.Link == v.Link && w.ID == v.ID && v.ID != 0 {
-				c.add(p+".id", "VLAN id %d on %q is already used by %s", v.ID, v.Link, index(base+".vlans", k))
+		if k := (vlanKey{v.Link, v.ID}); v.ID != 0 {
+			if first, dup := vlanIDs[k]; dup {
+				c.add(p+".id", "VLAN id %d on %q is already used by %s", v.ID, v.Link, first)
+			} else {
+				vlanIDs[k] = p
 			}
 		}
 	}
 	members := map[string]string{}
+	ifaces := map[string]int{} // interface name -> index of its first entry
+	var ifaceNames []string
+	for i, in := range n.Interfaces {
+		if _, dup := ifaces[in.Name]; !dup {
+			ifaces[in.Name] = i
+		}
+		ifaceNames = append(ifaceNames, in.Name)
+	}
 	for i, b := range n.Bonds {
-		c.bond(index(base+".bonds", i), b, n, kinds, members)
+		c.bond(index(base+".bonds", i), b, n, kinds, members, ifaces, ifaceNames)
 	}
 	c.nameservers(n.Nameservers, base+".nameservers")
 }
@@ -400,14 +431,14 @@ var (
 	primaryModes    = []string{"active-backup", "balance-tlb", "balance-alb"}
 )
 
-func (c *checker) bond(p string, b Bond, n *Network, kinds map[string]string, members map[string]string) {
+func (c *checker) bond(p string, b Bond, n *Network, kinds, members map[string]string, ifaces map[string]int, ifaceNames []string) {
 	if len(b.Interfaces) == 0 {
 		c.add(p+".interfaces", "a bond needs at least one member interface")
 	}
 	for j, m := range b.Interfaces {
 		mp := index(p+".interfaces", j)
 		if kinds[m] != "interface" {
-			c.add(mp, "member %q is not an interface of this config%s", m, didYouMean(m, ifaceNames(n)))
+			c.add(mp, "member %q is not an interface of this config%s", m, didYouMean(m, ifaceNames))
 			continue
 		}
 		if first, dup := members[m]; dup {
@@ -415,8 +446,9 @@ func (c *checker) bond(p string, b Bond, n *Network, kinds map[string]string, me
 			continue
 		}
 		members[m] = p
-		for i, in := range n.Interfaces {
-			if in.Name == m && (len(in.Addresses) > 0 || len(in.Routes) > 0 || in.DHCP4 || in.DHCP6) {
+		// The entry kinds took m from; a duplicate name is reported apart.
+		if i, ok := ifaces[m]; ok {
+			if in := n.Interfaces[i]; len(in.Addresses) > 0 || len(in.Routes) > 0 || in.DHCP4 || in.DHCP6 {
 				c.add(mp, "member %q has addresses, routes or DHCP of its own (%s); put them on the bond", m, index("network.interfaces", i))
 			}
 		}
@@ -452,14 +484,6 @@ func (c *checker) bond(p string, b Bond, n *Network, kinds map[string]string, me
 	}
 }
 
-func ifaceNames(n *Network) []string {
-	var out []string
-	for _, in := range n.Interfaces {
-		out = append(out, in.Name)
-	}
-	return out
-}
-
 func (c *checker) nameservers(ns Nameservers, p string) {
 	for i, a := range ns.Addresses {
 		if ip, err := netip.ParseAddr(a); err != nil || ip.IsUnspecified() {
@@ -472,6 +496,8 @@ func (c *checker) nameservers(ns Nameservers, p string) {
 		}
 	}
 }
+
+var podNetworkBackends = []string{string(PodNetworkHostGW), string(PodNetworkVXLAN)}
 
 var backends = []string{string(BackendAuto), string(BackendFirewalld), string(BackendNftables), string(BackendNone)}
 
@@ -521,21 +547,22 @@ func (c *checker) firewall(cfg *MachineConfig) {
 			c.add(index("firewall.sources", i), "%s", msg)
 		}
 	}
-	links := cfg.Network.Links()
+	var known []string
+	isLink := map[string]bool{}
+	for _, l := range cfg.Network.Links() {
+		known = append(known, l.Name)
+		isLink[l.Name] = true
+	}
 	for i, name := range fw.Interfaces {
 		p := index("firewall.interfaces", i)
 		if msg := checkIfname(name); msg != "" {
 			c.add(p, "%s", msg)
 			continue
 		}
-		if len(links) == 0 {
+		if len(known) == 0 {
 			continue // links configured outside kubeboot
 		}
-		var known []string
-		for _, l := range links {
-			known = append(known, l.Name)
-		}
-		if !slices.Contains(known, name) {
+		if !isLink[name] {
 			c.add(p, "interface %q is not a link of the network section%s", name, didYouMean(name, known))
 		}
 	}
@@ -545,7 +572,12 @@ func (c *checker) firewall(cfg *MachineConfig) {
 }
 
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
-var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// moduleRE is a kernel module name as modprobe takes it: letters, digits,
+// '_' and '-' (the same to modprobe), at most 55 bytes (the kernel's
+// MODULE_NAME_LEN less its NUL), never starting with '-', which modprobe
+// would read as an option ("--version", "-r").
+var moduleRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,54}$`)
 
 func (c *checker) system(cfg *MachineConfig) {
 	s := &cfg.System
@@ -568,7 +600,7 @@ func (c *checker) system(cfg *MachineConfig) {
 	}
 	for i, m := range s.Modules {
 		if !moduleRE.MatchString(m) {
-			c.add(index("system.modules", i), "invalid kernel module name %q", m)
+			c.add(index("system.modules", i), "invalid kernel module name %q: expected letters, digits, '_' or '-', not starting with '-', at most 55 characters", m)
 		}
 	}
 }
@@ -720,6 +752,16 @@ func (c *checker) kubernetes(cfg *MachineConfig) {
 				c.add("kubernetes.podSubnet", "podSubnet %s overlaps serviceSubnet %s", a, b)
 			}
 		}
+		// The firewall stage trusts the pod subnet as a source of its own;
+		// firewalld cannot tell which of two overlapping sources wins.
+		for i, s := range cfg.Firewall.Sources {
+			if b, msg := parseCIDR(s); msg == "" && a.Overlaps(b) {
+				c.add(index("firewall.sources", i), "%s overlaps kubernetes.podSubnet %s; pod traffic is always accepted, list only sources outside it", s, a)
+			}
+		}
+	}
+	if b := k.PodNetwork.Backend; b != "" && !slices.Contains(podNetworkBackends, string(b)) {
+		c.add("kubernetes.podNetwork.backend", "unknown backend %q; must be host-gw (nodes on one layer-2 network) or vxlan (routed between nodes)%s", b, didYouMean(string(b), podNetworkBackends))
 	}
 	if msg := checkDNSName(k.DNSDomain); k.DNSDomain != "" && msg != "" {
 		c.add("kubernetes.dnsDomain", "%s", msg)
@@ -835,8 +877,7 @@ func (c *checker) preflightErrors(names []string) {
 		case didYouMean(n, preflightChecks) != "":
 			c.add(p, "unknown kubeadm preflight check %q%s", n, didYouMean(n, preflightChecks))
 		default:
-			c.add(p, "unknown kubeadm preflight check %q: expected one of %s, or %s followed by a port, path or service as kubeadm prints it in [ERROR NAME] (e.g. Port-6443, FileContent--proc-sys-net-ipv4-ip_forward)",
-				n, strings.Join(preflightChecks, ", "), strings.Join(preflightFamilies, ", "))
+			c.add(p, "unknown kubeadm preflight check %q: use the NAME kubeadm prints as [ERROR NAME] or [WARNING NAME], e.g. NumCPU, Mem, Swap, Port-6443 or FileContent--proc-sys-net-ipv4-ip_forward", n)
 		}
 	}
 }

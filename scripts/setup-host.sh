@@ -11,6 +11,7 @@ pkgs=(
   ovmf qemu-system-x86            # image boot test: UEFI firmware, QEMU (TCG)
   gcc libc6-dev libseccomp-dev     # artifacts: static pause (gcc), static runc (libseccomp.a)
   dnsmasq-base                    # DHCP server in a netns for the network stage DHCPv4 test
+  time                            # hostile-input tests: peak RSS of the bounded child (GNU time)
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
 )
 missing=()

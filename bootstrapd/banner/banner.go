@@ -27,6 +27,7 @@ import (
 
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // IssueFile is the banner on the node, relative to the root.
@@ -61,23 +62,23 @@ func Render(v View) string {
 	if role == "" {
 		role = "unknown (no machine config loaded)"
 	}
-	line(fmt.Sprintf("kubeboot node %s, role %s", progress.Printable(v.Hostname), progress.Printable(role)))
+	line(fmt.Sprintf("kubeboot node %s, role %s", printable.String(v.Hostname), printable.String(role)))
 	if v.Endpoint != "" {
-		field("endpoint", progress.Printable(v.Endpoint))
+		field("endpoint", printable.String(v.Endpoint))
 	}
 	addrs := "none"
 	if len(v.Addresses) > 0 {
 		addrs = strings.Join(v.Addresses, ", ")
 	}
-	field("addresses", progress.Printable(addrs))
+	field("addresses", printable.String(addrs))
 	switch {
 	case v.Role == "":
 	case len(v.Kubeconfig) == 0:
 		field("kubeconfig", "none on a worker: use a control plane's")
 	default:
-		field("kubeconfig", progress.Printable(strings.Join(v.Kubeconfig, ", ")))
+		field("kubeconfig", printable.String(strings.Join(v.Kubeconfig, ", ")))
 	}
-	field("bootstrapd", progress.Printable(summary(v)))
+	field("bootstrapd", printable.String(summary(v)))
 	if len(v.Lines) > 0 {
 		line("  stages")
 		for _, l := range v.Lines {
@@ -89,10 +90,10 @@ func Render(v View) string {
 			if l.Duration != "" && l.State != "running" && !strings.HasPrefix(l.State, "waits") {
 				timing = l.Duration
 			}
-			line(strings.TrimRight(fmt.Sprintf("    %-13s %-10s %s", l.Stage, progress.Printable(state), timing), " "))
+			line(strings.TrimRight(fmt.Sprintf("    %-13s %-10s %s", l.Stage, printable.String(state), timing), " "))
 			if l.Detail != "" {
 				detail := strings.TrimPrefix(l.Detail, "stage "+l.Stage+": ")
-				for _, w := range wrap(progress.Printable(detail), "      ", detailLines) {
+				for _, w := range wrap(printable.String(detail), "      ", detailLines) {
 					line(w)
 				}
 			}

@@ -27,12 +27,15 @@ type backend interface {
 	Apply(env *stage.Env, p policy) ([]stage.Change, error)
 }
 
-// Inputs: the firewall section and the role, whose ports it opens.
+// Inputs: the firewall section, the role, whose ports it opens, and the
+// pod network (the subnet it trusts, the backend's port).
 func (firewallStage) Inputs(cfg *machineconfig.MachineConfig) any {
 	return struct {
-		Role     machineconfig.Role
-		Firewall machineconfig.Firewall
-	}{cfg.Role, cfg.Firewall}
+		Role       machineconfig.Role
+		Firewall   machineconfig.Firewall
+		PodSubnet  string
+		PodNetwork machineconfig.PodNetwork
+	}{cfg.Role, cfg.Firewall, cfg.Kubernetes.PodSubnet, cfg.Kubernetes.PodNetwork}
 }
 
 func (s firewallStage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error) {

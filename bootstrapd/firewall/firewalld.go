@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -22,6 +23,7 @@ const (
 	fwZone          = firewalldName + ".zone"
 	fwConfig        = firewalldName + ".config"
 	fwConfigZone    = firewalldName + ".config.zone"
+	fwPolicy        = firewalldName + ".policy"
 	firewalldConfig = dbus.ObjectPath("/org/fedoraproject/FirewallD1/config")
 )
 
@@ -218,14 +220,7 @@ func (f *firewalldBackend) steps(env *stage.Env, p policy) ([]step, error) {
 			}
 		}
 		for _, src := range p.sources {
-			s := src.String()
-			steps = append(steps,
-				step{name("bind source "+s, "runtime"),
-					query(firewalldPath, fwZone+".querySource", zone, s),
-					do(firewalldPath, fwZone+".changeZoneOfSource", zone, s)},
-				step{name("bind source "+s, "permanent"),
-					query(cfgPath, fwConfigZone+".querySource", s),
-					func() error { return f.bindPermanent(cfgPath, "Source", s) }})
+			steps = append(steps, f.bindSource(zone, cfgPath, src)...)
 		}
 		if len(p.sources) > 0 && (len(p.interfaces) > 0 || env.Config.Firewall.Zone == "") {
 			env.Log.Warn("firewall: with firewalld, sources restrict ports only in a zone no interface is bound to; set firewall.zone to such a zone and leave firewall.interfaces empty",
@@ -241,7 +236,84 @@ func (f *firewalldBackend) steps(env *stage.Env, p policy) ([]step, error) {
 					do(cfgPath, fwConfigZone+".addPort", port.Range(), port.Proto)})
 		}
 	}
+	// Pods are trusted as a source, whatever zone their packets enter by:
+	// firewalld matches sources before interfaces, and the trusted zone's
+	// target ACCEPT applies to the host (local pods to the API server, the
+	// kubelet, hostNetwork pods) and to forwarding (pod to pod between
+	// nodes, pod to outside). Without it firewalld's forward chain rejects
+	// traffic between two interfaces of the default zone, cni0 and enp1s0.
+	if len(p.pods) > 0 {
+		cfgPath, err := f.configZone(PodZone)
+		if err != nil {
+			return nil, err
+		}
+		for _, pod := range p.pods {
+			steps = append(steps, f.bindSource(PodZone, cfgPath, pod)...)
+		}
+		steps = append(steps, f.podPolicy()...)
+	}
 	return steps, nil
+}
+
+// PodPolicy is the firewalld policy that forwards traffic from any zone to
+// the pods (the trusted zone's sources): the nodes' own addresses reach
+// pods on other nodes, e.g. the API server an admission webhook or
+// metrics-server (with host-gw it sends from its node address, which the
+// trusted zone does not hold). Like the nftables backend, which filters no
+// forwarding, the pod network is left to Kubernetes.
+const PodPolicy = "kubeboot-pods"
+
+// podPolicy creates PodPolicy in the permanent config and, because
+// firewalld creates policies only there, reloads it into the runtime. It
+// comes last: a reload drops runtime-only settings, and every earlier step
+// has made its permanent half hold already.
+func (f *firewalldBackend) podPolicy() []step {
+	names := func(path dbus.ObjectPath, method string) func() (bool, error) {
+		return func() (bool, error) {
+			var list []string
+			err := f.call(path, method, &list)
+			return slices.Contains(list, PodPolicy), err
+		}
+	}
+	settings := map[string]dbus.Variant{
+		"short":         dbus.MakeVariant("kubeboot pod network"),
+		"description":   dbus.MakeVariant("Forwarded traffic to pods (the trusted zone's sources), written by bootstrapd."),
+		"target":        dbus.MakeVariant("ACCEPT"),
+		"ingress_zones": dbus.MakeVariant([]string{"ANY"}),
+		"egress_zones":  dbus.MakeVariant([]string{PodZone}),
+	}
+	return []step{
+		{stage.Change("firewalld policy " + PodPolicy + ": forward from any zone to zone " + PodZone + " (permanent)"),
+			names(firewalldConfig, fwConfig+".getPolicyNames"),
+			func() error { return f.call(firewalldConfig, fwConfig+".addPolicy", nil, PodPolicy, settings) }},
+		{stage.Change("firewalld policy " + PodPolicy + ": load into the runtime (reload)"),
+			names(firewalldPath, fwPolicy+".getPolicies"),
+			func() error { return f.call(firewalldPath, fwMain+".reload", nil) }},
+	}
+}
+
+// PodZone is the firewalld zone the pod subnet is bound to as a source.
+const PodZone = "trusted"
+
+// bindSource binds a source to a zone, runtime and permanent.
+func (f *firewalldBackend) bindSource(zone string, cfgPath dbus.ObjectPath, src netip.Prefix) []step {
+	s := src.String()
+	name := func(layer string) stage.Change {
+		return stage.Change(fmt.Sprintf("firewalld zone %s: bind source %s (%s)", zone, s, layer))
+	}
+	query := func(path dbus.ObjectPath, method string, args ...any) func() (bool, error) {
+		return func() (bool, error) {
+			var ok bool
+			err := f.call(path, method, &ok, args...)
+			return ok, err
+		}
+	}
+	return []step{
+		{name("runtime"), query(firewalldPath, fwZone+".querySource", zone, s),
+			func() error { return f.call(firewalldPath, fwZone+".changeZoneOfSource", nil, zone, s) }},
+		{name("permanent"), query(cfgPath, fwConfigZone+".querySource", s),
+			func() error { return f.bindPermanent(cfgPath, "Source", s) }},
+	}
 }
 
 // bindPermanent adds an interface or source to a zone's permanent config,

@@ -407,6 +407,8 @@ func TestFirewalldNspawn(t *testing.T) {
 			want = append(want, stage.Change(fmt.Sprintf("firewalld zone public: open %s (%s)", p, layer)))
 		}
 	}
+	want = append(want, "firewalld zone trusted: bind source 172.17.0.0/16 (runtime)", "firewalld zone trusted: bind source 172.17.0.0/16 (permanent)",
+		"firewalld policy kubeboot-pods: forward from any zone to zone trusted (permanent)", "firewalld policy kubeboot-pods: load into the runtime (reload)")
 	wantChanges(t, "first apply (firewalld)", changes, changeStrings(want)...)
 	if !slices.Equal(planned, changes) {
 		t.Errorf("Plan said %q, Apply did %q", planned, changes)
@@ -467,4 +469,75 @@ func changeStrings(cs []stage.Change) []string {
 		out[i] = string(c)
 	}
 	return out
+}
+
+// TestFirewalldPodNetwork shows what firewalld 2.x (Debian trixie) does to
+// pod traffic and that trusting the pod subnet fixes it. Without it: a
+// pod's packets to an unlisted node port are rejected (cni0 falls into the
+// default zone) and so is forwarded pod traffic between nodes (firewalld
+// forwards between two interfaces of the default zone only when they are
+// bound to it explicitly). With kubernetes.podSubnet bound as a source of
+// the trusted zone and the policy forwarding to it, all of it passes, and
+// another node's address reaches a local pod (host-gw: the API server
+// calling a webhook pod on a worker).
+func TestFirewalldPodNetwork(t *testing.T) {
+	requireRoot(t, "systemd-nspawn", "mmdebstrap", "nsenter")
+	if testing.Short() {
+		t.Skip("boots a container; skipped with -short")
+	}
+	rootfs := cachedRootfs(t)
+	l := newLab(t)
+	pod := addPodNetwork(t, l)
+	listenTCP(t, l.nodeNS, ":6443")
+	listenTCP(t, l.nodeNS, ":8081")
+	listenTCP(t, pod, ":8080")
+	listenTCP(t, l.clientNS, clientIP+":9000")
+	bind := t.TempDir()
+	copyExecutable(t, bind)
+	c := bootContainer(t, rootfs, l.node, bind)
+	c.waitFirewalld(t)
+
+	cfg := controllerConfig(t)
+	cfg.Firewall = machineconfig.Firewall{Backend: machineconfig.BackendFirewalld}
+	cfg.Kubernetes.PodSubnet = ""
+	c.stage(t, "apply", cfg)
+	var rejected []string
+	for what, err := range map[string]error{
+		"pod -> node 8081":           probeTCP(t, pod, "", nodeIP+":8081"),
+		"remote pod -> local pod":    probeTCP(t, l.clientNS, remotePodIP, localPodIP+":8080"),
+		"pod -> outside (forwarded)": probeTCP(t, pod, "", clientIP+":9000"),
+	} {
+		if err != nil {
+			rejected = append(rejected, what)
+		}
+	}
+	slices.Sort(rejected)
+	t.Logf("firewalld without the pod subnet trusted rejects: %q", rejected)
+	if len(rejected) == 0 {
+		t.Error("firewalld let all pod traffic through without the pod subnet trusted: the test no longer shows why the stage binds it")
+	}
+
+	cfg.Kubernetes.PodSubnet = "172.17.0.0/16"
+	if err := probeTCP(t, l.clientNS, clientIP, localPodIP+":8080"); err == nil {
+		t.Error("another node's address reached a pod before the policy existed")
+	}
+	wantChanges(t, "trusting the pod subnet", c.stage(t, "apply", cfg).Changes,
+		"firewalld zone trusted: bind source 172.17.0.0/16 (runtime)", "firewalld zone trusted: bind source 172.17.0.0/16 (permanent)",
+		"firewalld policy kubeboot-pods: forward from any zone to zone trusted (permanent)",
+		"firewalld policy kubeboot-pods: load into the runtime (reload)")
+	assertOpen(t, probeTCP(t, pod, "", nodeIP+":8081"), "pod -> node 8081 (unlisted port)")
+	assertOpen(t, probeTCP(t, pod, "", serviceIP+":443"), "pod -> kubernetes Service -> node 6443")
+	assertOpen(t, probeTCP(t, pod, "", clientIP+":9000"), "pod -> outside (forwarded)")
+	assertOpen(t, probeTCP(t, l.clientNS, remotePodIP, localPodIP+":8080"), "remote pod -> local pod (forwarded)")
+	assertOpen(t, probeTCP(t, l.clientNS, clientIP, localPodIP+":8080"), "another node's address -> a local pod (forwarded)")
+	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp still open after the reload")
+	for _, args := range [][]string{{"--zone=trusted", "--list-sources"}, {"--permanent", "--zone=trusted", "--list-sources"}} {
+		if got := c.mustExec(t, append([]string{"firewall-cmd"}, args...)...); got != "172.17.0.0/16" {
+			t.Errorf("firewall-cmd %s = %q", strings.Join(args, " "), got)
+		}
+	}
+	wantChanges(t, "second apply", c.stage(t, "apply", cfg).Changes)
+	if !c.stage(t, "ports-open", cfg).PortsOpen {
+		t.Error("PortsOpen false after apply")
+	}
 }

@@ -38,6 +38,10 @@ const (
 	nodeIP2     = "10.0.0.11"
 	clientIP2   = "10.0.0.254"
 	probeTimout = 700 * time.Millisecond
+
+	localPodIP  = "172.17.0.2" // behind the node's cni0 (172.17.0.1/24)
+	remotePodIP = "172.17.1.2" // a pod of another node, on the client's eth0
+	serviceIP   = "10.96.0.1"  // DNATed to nodeIP:6443, as kube-proxy does
 )
 
 func requireRoot(tb testing.TB, tools ...string) {
@@ -69,6 +73,35 @@ func newLab(tb testing.TB) *lab {
 		netnstest.Run(tb, "ip", "-n", a[0], "link", "set", a[1], "up")
 	}
 	return l
+}
+
+// addPodNetwork gives the lab's node what flannel host-gw and kube-proxy
+// would: a pod namespace (returned) on the bridge cni0, a route to another
+// node's pod range (172.17.1.0/24 via the client, which holds that pod's
+// address and routes the node's range back), forwarding on, and a DNAT of
+// the kubernetes Service to the API server port.
+func addPodNetwork(tb testing.TB, l *lab) netns.NsHandle {
+	tb.Helper()
+	name := l.node + "p"
+	pod := netnstest.New(tb, name)
+	for _, args := range [][]string{
+		{"-n", l.node, "link", "add", PodBridge, "type", "bridge"},
+		{"-n", l.node, "addr", "add", "172.17.0.1/24", "dev", PodBridge},
+		{"-n", l.node, "link", "set", PodBridge, "up"},
+		{"link", "add", "vethpod", "netns", l.node, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{"-n", l.node, "link", "set", "vethpod", "master", PodBridge, "up"},
+		{"-n", name, "addr", "add", localPodIP + "/24", "dev", "eth0"},
+		{"-n", name, "link", "set", "eth0", "up"},
+		{"-n", name, "route", "add", "default", "via", "172.17.0.1"},
+		{"-n", l.node, "route", "add", "172.17.1.0/24", "via", clientIP},
+		{"-n", l.client, "addr", "add", remotePodIP + "/24", "dev", "eth0"},
+		{"-n", l.client, "route", "add", "172.17.0.0/24", "via", nodeIP},
+	} {
+		netnstest.Run(tb, "ip", args...)
+	}
+	netnstest.Run(tb, "ip", "netns", "exec", l.node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	netnstest.Run(tb, "ip", "netns", "exec", l.node, "nft", "add table ip kubesim; add chain ip kubesim prerouting { type nat hook prerouting priority -100; }; add rule ip kubesim prerouting ip daddr "+serviceIP+" tcp dport 443 dnat to "+nodeIP+":6443")
+	return pod
 }
 
 // inNS runs fn on a thread switched into ns. Sockets made in fn stay in ns

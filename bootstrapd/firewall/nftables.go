@@ -93,24 +93,44 @@ func desiredRuleset(p policy, dhcp6 bool) *ruleset {
 		nfproto byte
 		set     *nftables.Set
 	}
-	var sources []source
-	for _, fam := range []struct {
-		name    string
-		is4     bool
-		key     nftables.SetDatatype
-		nfproto byte
-	}{{"src4", true, nftables.TypeIPAddr, unix.NFPROTO_IPV4}, {"src6", false, nftables.TypeIP6Addr, unix.NFPROTO_IPV6}} {
-		var elems []nftables.SetElement
-		var items []string
-		for _, pfx := range p.sources {
-			if pfx.Addr().Is4() != fam.is4 {
-				continue
+	// prefixSets puts prefixes into one interval set per address family,
+	// named <name>4 and <name>6.
+	prefixSets := func(name string, prefixes []netip.Prefix) []source {
+		var out []source
+		for _, fam := range []struct {
+			suffix  string
+			is4     bool
+			key     nftables.SetDatatype
+			nfproto byte
+		}{{"4", true, nftables.TypeIPAddr, unix.NFPROTO_IPV4}, {"6", false, nftables.TypeIP6Addr, unix.NFPROTO_IPV6}} {
+			var elems []nftables.SetElement
+			var items []string
+			for _, pfx := range prefixes {
+				if pfx.Addr().Is4() != fam.is4 {
+					continue
+				}
+				elems = append(elems, prefixElements(pfx)...)
+				items = append(items, pfx.String())
 			}
-			elems = append(elems, prefixElements(pfx)...)
-			items = append(items, pfx.String())
+			if len(items) > 0 {
+				out = append(out, source{fam.nfproto, addSet(name+fam.suffix, fam.key, true, elems, items)})
+			}
 		}
-		if len(items) > 0 {
-			sources = append(sources, source{fam.nfproto, addSet(fam.name, fam.key, true, elems, items)})
+		return out
+	}
+	sources := prefixSets("src", p.sources)
+	pods := prefixSets("pods", p.pods)
+	// saddrIn matches packets of src's family whose source is in its set.
+	saddrIn := func(src source) []expr.Any {
+		offset, length := uint32(12), uint32(4)
+		if src.nfproto == unix.NFPROTO_IPV6 {
+			offset, length = 8, 16
+		}
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{src.nfproto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+			&expr.Lookup{SourceRegister: 1, SetName: src.set.Name},
 		}
 	}
 
@@ -168,6 +188,17 @@ func desiredRuleset(p policy, dhcp6 bool) *ruleset {
 			accept)...)
 	}
 
+	// The node's own pods reach it through the pod bridge (the API server
+	// through the kubernetes Service, hostNetwork pods, the kubelet): the
+	// pod network is trusted as a whole, like loopback. Pods on other
+	// nodes are masqueraded to their node's address on the way here.
+	for _, src := range pods {
+		rule(fmt.Sprintf("pod network from %s @%s", PodBridge, src.set.Name), slices.Concat([]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(PodBridge)},
+		}, saddrIn(src), []expr.Any{accept})...)
+	}
+
 	for _, proto := range protocols {
 		ports := p.portsOf(proto)
 		if len(ports) == 0 {
@@ -199,17 +230,7 @@ func desiredRuleset(p policy, dhcp6 bool) *ruleset {
 		// With sources, an address family without any source gets no rule
 		// at all: its traffic to these ports is dropped.
 		for _, src := range sources {
-			offset, length := uint32(12), uint32(4)
-			if src.nfproto == unix.NFPROTO_IPV6 {
-				offset, length = 8, 16
-			}
-			saddr := []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{src.nfproto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
-				&expr.Lookup{SourceRegister: 1, SetName: src.set.Name},
-			}
-			rule(fmt.Sprintf("%s ports%s from @%s", proto, where, src.set.Name), slices.Concat(restrict, saddr, match)...)
+			rule(fmt.Sprintf("%s ports%s from @%s", proto, where, src.set.Name), slices.Concat(restrict, saddrIn(src), match)...)
 		}
 	}
 	slices.SortFunc(rs.sets, func(a, b *setContent) int { return strings.Compare(a.set.Name, b.set.Name) })
@@ -600,6 +621,8 @@ func setVerbs(name string) (string, string) {
 		return "accept ports on interface", "stop accepting ports on interface"
 	case strings.HasPrefix(name, "src"):
 		return "accept ports from", "stop accepting ports from"
+	case strings.HasPrefix(name, "pods"):
+		return "trust pod network", "stop trusting pod network"
 	}
 	return "add to set " + name, "remove from set " + name
 }

@@ -67,12 +67,13 @@ func TestNftablesControlPlane(t *testing.T) {
 	changes := apply(t, env)
 	wantChanges(t, "first apply", changes, []string{
 		"nftables: create table inet kubeboot (input policy drop)",
+		"nftables: trust pod network 172.17.0.0/16",
 		"nftables: open 2379-2380/tcp", "nftables: open 6443/tcp",
 		"nftables: open 10250/tcp", "nftables: open 10257/tcp", "nftables: open 10259/tcp",
 		`nftables: add rule "established"`, `nftables: add rule "loopback"`,
 		`nftables: add rule "icmpv6 neighbor discovery"`, `nftables: add rule "invalid"`,
 		`nftables: add rule "icmp"`, `nftables: add rule "icmpv6"`, `nftables: add rule "ssh 22/tcp"`,
-		`nftables: add rule "tcp ports"`,
+		`nftables: add rule "pod network from cni0 @pods4"`, `nftables: add rule "tcp ports"`,
 	}...)
 	if !slices.Equal(planned, changes) {
 		t.Errorf("Plan said %q, Apply did %q", planned, changes)
@@ -263,4 +264,41 @@ func TestBackendNone(t *testing.T) {
 	if open, err := portsVerified(env); err != nil || open {
 		t.Errorf("ports verified with backend none = %v, %v; want false (nothing verified)", open, err)
 	}
+}
+
+// TestNftablesPodNetwork puts a pod behind the node's cni0 bridge and a
+// "pod on another node" (172.17.1.2, routed host-gw style via the client)
+// and checks what the pod network needs passes: the node's own pods reach
+// any port of the node (also with ports restricted to enp1s0), through a
+// Service DNAT too; pods reach the outside; a remote pod reaches the local
+// one (forwarded: the table has no forward chain). A pod source arriving on
+// enp1s0 gets only the listed ports. vxlan opens 8472/udp.
+func TestNftablesPodNetwork(t *testing.T) {
+	l := newLab(t)
+	pod := addPodNetwork(t, l)
+	listenTCP(t, l.nodeNS, ":6443")
+	listenTCP(t, l.nodeNS, ":8081")
+	listenTCP(t, pod, ":8080")
+	listenTCP(t, l.clientNS, clientIP+":9000")
+	cfg := controllerConfig(t)
+	cfg.Firewall.Interfaces = []string{"enp1s0"}
+	cfg.Kubernetes.PodSubnet = ""
+	env := testEnv(t, l.nodeNS, cfg)
+	apply(t, env)
+	assertDropped(t, probeTCP(t, pod, "", nodeIP+":8081"), "pod -> node 8081 without the pod network trusted")
+
+	cfg.Kubernetes.PodSubnet = "172.17.0.0/16"
+	wantChanges(t, "trusting the pod network", apply(t, env),
+		"nftables: trust pod network 172.17.0.0/16", `nftables: add rule "pod network from cni0 @pods4"`)
+	assertOpen(t, probeTCP(t, pod, "", nodeIP+":8081"), "pod -> node 8081 (unlisted port)")
+	assertOpen(t, probeTCP(t, pod, "", nodeIP+":6443"), "pod -> node 6443 (ports restricted to enp1s0)")
+	assertOpen(t, probeTCP(t, pod, "", serviceIP+":443"), "pod -> kubernetes Service -> node 6443")
+	assertOpen(t, probeTCP(t, pod, "", clientIP+":9000"), "pod -> outside")
+	assertOpen(t, probeTCP(t, l.clientNS, remotePodIP, localPodIP+":8080"), "remote pod -> local pod (forwarded)")
+	assertDropped(t, probeTCP(t, l.clientNS, remotePodIP, nodeIP+":8081"), "a pod source on enp1s0 -> unlisted 8081")
+	assertOpen(t, probeTCP(t, l.clientNS, remotePodIP, nodeIP+":6443"), "a pod source on enp1s0 -> listed 6443")
+	wantChanges(t, "second apply", apply(t, env))
+
+	cfg.Kubernetes.PodNetwork.Backend = machineconfig.PodNetworkVXLAN
+	wantChanges(t, "vxlan", apply(t, env), "nftables: open 8472/udp", `nftables: add rule "udp ports on @ifaces"`)
 }

@@ -62,12 +62,30 @@ func RolePorts(role machineconfig.Role) []Port {
 	}
 }
 
+// PodNetworkPorts are the inbound ports the pod network needs on every
+// node: flannel's VXLAN port for backend vxlan; host-gw only routes, and
+// flanneld's health endpoint listens on loopback.
+func PodNetworkPorts(backend machineconfig.PodNetworkBackend) []Port {
+	if backend == machineconfig.PodNetworkVXLAN {
+		return []Port{{Proto: "udp", First: 8472, Last: 8472}} // flannel vxlan
+	}
+	return nil
+}
+
+// PodBridge is the bridge the flannel CNI plugin puts the node's pods on
+// (its default, which manifests/flannel keeps): packets from local pods to
+// the node come in through it.
+const PodBridge = "cni0"
+
 // policy is what the config asks of the firewall, independent of backend.
 type policy struct {
 	ports      []Port // merged and sorted per protocol
 	sshPort    uint16 // 0: closed
 	interfaces []string
 	sources    []netip.Prefix
+	// pods are kubernetes.podSubnet: traffic from pods is trusted (local
+	// pods to the node, forwarded pod traffic between nodes).
+	pods []netip.Prefix
 }
 
 // policyOf derives the policy from the firewall section; errors name the
@@ -77,6 +95,7 @@ func policyOf(cfg *machineconfig.MachineConfig) (policy, error) {
 	var p policy
 	if fw.KubernetesPorts == nil || *fw.KubernetesPorts {
 		p.ports = append(p.ports, RolePorts(cfg.Role)...)
+		p.ports = append(p.ports, PodNetworkPorts(cfg.Kubernetes.PodNetwork.Backend)...)
 	}
 	for i, s := range fw.Ports {
 		port, err := parsePort(s)
@@ -118,6 +137,16 @@ func policyOf(cfg *machineconfig.MachineConfig) (policy, error) {
 		if !slices.Contains(p.sources, prefix) {
 			p.sources = append(p.sources, prefix)
 		}
+	}
+	if subnet := cfg.Kubernetes.PodSubnet; subnet != "" {
+		for _, s := range strings.Split(subnet, ",") {
+			prefix, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return policy{}, fmt.Errorf("kubernetes.podSubnet: %q is not a CIDR", s)
+			}
+			p.pods = append(p.pods, prefix.Masked())
+		}
+		slices.SortFunc(p.pods, comparePrefix)
 	}
 	slices.SortFunc(p.sources, comparePrefix)
 	// A prefix inside a listed wider one adds nothing, and nftables interval

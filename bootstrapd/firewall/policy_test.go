@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -73,6 +74,28 @@ func TestRolePorts(t *testing.T) {
 	}
 	if got, want := str(RolePorts(machineconfig.RoleWorker)), "10250/tcp 10256/tcp 30000-32767/tcp 30000-32767/udp"; got != want {
 		t.Errorf("worker: %s, want %s", got, want)
+	}
+	if got := str(PodNetworkPorts(machineconfig.PodNetworkHostGW)); got != "" {
+		t.Errorf("host-gw needs no port, got %s", got)
+	}
+	if got := str(PodNetworkPorts(machineconfig.PodNetworkVXLAN)); got != "8472/udp" {
+		t.Errorf("vxlan: %s, want 8472/udp", got)
+	}
+	cfg, err := machineconfig.Load("../../configs/worker.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kubernetes.PodNetwork.Backend = machineconfig.PodNetworkVXLAN
+	cfg.Kubernetes.PodSubnet = "172.17.0.0/16,fd00:17::/56"
+	p, err := policyOf(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := str(p.ports), "10250/tcp 10256/tcp 30000-32767/tcp 8472/udp 30000-32767/udp"; got != want {
+		t.Errorf("worker with vxlan: %s, want %s", got, want)
+	}
+	if fmt.Sprint(p.pods) != "[172.17.0.0/16 fd00:17::/56]" {
+		t.Errorf("pods %v", p.pods)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // leaseOf returns the link's DHCPv4 lease while the kernel still holds its
@@ -138,41 +139,97 @@ func (r *run) acquire(s *linkSpec, l netlink.Link, prev *lease) (*lease, error) 
 	if err != nil {
 		return nil, fmt.Errorf("no lease (is a DHCP server reachable on this link?): %w", err)
 	}
-	return leaseFromACK(got.ACK, r.now())
+	ls, ignored, err := leaseFromACK(got.ACK, r.now())
+	for _, note := range ignored {
+		r.log.Warn("DHCPv4 lease: value from the server ignored", "link", s.Name, "value", note)
+	}
+	return ls, err
 }
 
-func leaseFromACK(ack *dhcpv4.DHCPv4, now time.Time) (*lease, error) {
+// maxLeaseDNS bounds the nameservers taken from a lease: glibc reads 3.
+const maxLeaseDNS = 3
+
+// leaseFromACK takes the lease out of a DHCPACK. The DHCP server is not
+// trusted to send sane values: the address must be a usable unicast host
+// address, and the router, the nameservers and the domain name must be
+// what they claim to be (an address, a DNS name) or they are dropped and
+// named in ignored; a domain name with a newline in it would otherwise add
+// lines to resolv.conf. Options not requested (hostname, search list,
+// classless routes) are not read.
+func leaseFromACK(ack *dhcpv4.DHCPv4, now time.Time) (ls *lease, ignored []string, err error) {
 	ip := ipToAddr(ack.YourIPAddr)
-	if !ip.Is4() || ip.IsUnspecified() {
-		return nil, fmt.Errorf("ACK from %s carries no address", ack.ServerIPAddr)
+	if !unicast4(ip) {
+		return nil, nil, fmt.Errorf("ACK from %s carries no usable address (%s)", ack.ServerIPAddr, ip)
 	}
 	mask := ack.SubnetMask()
 	if mask == nil {
-		return nil, fmt.Errorf("ACK for %s carries no subnet mask", ip)
+		return nil, nil, fmt.Errorf("ACK for %s carries no subnet mask", ip)
 	}
 	ones, bits := mask.Size()
-	if bits != 32 {
-		return nil, fmt.Errorf("ACK for %s carries an invalid subnet mask %s", ip, mask)
+	if bits != 32 || ones == 0 {
+		return nil, nil, fmt.Errorf("ACK for %s carries an invalid subnet mask %s", ip, mask)
+	}
+	pfx := netip.PrefixFrom(ip, ones)
+	if ones < 31 && (ip == pfx.Masked().Addr() || ip == lastAddr(pfx)) {
+		return nil, nil, fmt.Errorf("ACK offers %s, the network or broadcast address of %s", ip, pfx.Masked())
 	}
 	lt := ack.IPAddressLeaseTime(0)
 	if lt <= 0 {
-		return nil, fmt.Errorf("ACK for %s carries no lease time", ip)
+		return nil, nil, fmt.Errorf("ACK for %s carries no lease time", ip)
 	}
-	ls := &lease{
-		Address:  netip.PrefixFrom(ip, ones).String(),
+	renew := ack.IPAddressRenewalTime(lt / 2)
+	if renew <= 0 || renew > lt {
+		renew = lt / 2
+	}
+	ls = &lease{
+		Address:  pfx.String(),
 		Acquired: now,
-		Renew:    now.Add(ack.IPAddressRenewalTime(lt / 2)),
+		Renew:    now.Add(renew),
 		Expires:  now.Add(lt),
 	}
-	if sid := ipToAddr(ack.ServerIdentifier()); sid.IsValid() {
+	if sid := ipToAddr(ack.ServerIdentifier()); sid.Is4() {
 		ls.Server = sid.String()
 	}
 	if rs := ack.Router(); len(rs) > 0 {
-		ls.Router = ipToAddr(rs[0]).String()
+		if gw := ipToAddr(rs[0]); unicast4(gw) && gw != ip {
+			ls.Router = gw.String()
+		} else {
+			ignored = append(ignored, fmt.Sprintf("router %s: not a unicast address other than the lease's", gw))
+		}
 	}
 	for _, d := range ack.DNS() {
-		ls.DNS = append(ls.DNS, ipToAddr(d).String())
+		switch ns := ipToAddr(d); {
+		case !ns.Is4() || ns.IsUnspecified() || ns.IsMulticast() || ns == broadcast4:
+			ignored = append(ignored, fmt.Sprintf("nameserver %s: not a unicast address", ns))
+		case len(ls.DNS) == maxLeaseDNS:
+			ignored = append(ignored, fmt.Sprintf("nameserver %s: more than %d", ns, maxLeaseDNS))
+		default:
+			ls.DNS = appendNew(ls.DNS, ns.String())
+		}
 	}
-	ls.Domain = ack.DomainName()
-	return ls, nil
+	if d := ack.DomainName(); d != "" {
+		d = strings.TrimSuffix(strings.TrimRight(d, "\x00"), ".") // some servers count the C string's NUL
+		if err := machineconfig.CheckDNSName(d); err != nil {
+			ignored = append(ignored, "domain name: "+err.Error())
+		} else {
+			ls.Domain = d
+		}
+	}
+	return ls, ignored, nil
+}
+
+var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// unicast4 is an IPv4 address a host or router can have.
+func unicast4(ip netip.Addr) bool {
+	return ip.Is4() && !ip.IsUnspecified() && !ip.IsMulticast() && !ip.IsLoopback() && ip != broadcast4
+}
+
+// lastAddr is the broadcast address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	return netip.AddrFrom4(b)
 }

@@ -14,9 +14,17 @@ import (
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
+// referenceOptions are the DHCP options of the reference network.
+var referenceOptions = []string{
+	"dhcp-option=option:router,172.16.0.254",
+	"dhcp-option=option:dns-server,172.16.0.254",
+	"dhcp-option=option:domain-name,home.local",
+}
+
 // startDnsmasq runs a real DHCP server (Debian's dnsmasq, DNS off) on the
-// router side of enp1s0, stopped at cleanup.
-func startDnsmasq(t *testing.T, n *testNet) string {
+// router side of enp1s0, stopped at cleanup. options are dnsmasq.conf
+// lines, read from a file: quoted values there may hold escapes (\n).
+func startDnsmasq(t *testing.T, n *testNet, options ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -24,14 +32,15 @@ func startDnsmasq(t *testing.T, n *testNet) string {
 	}
 	dir := t.TempDir()
 	leases := filepath.Join(dir, "leases")
+	conf := filepath.Join(dir, "dnsmasq.conf")
+	if err := os.WriteFile(conf, []byte(strings.Join(options, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var log bytes.Buffer
 	c := exec.Command("ip", "netns", "exec", n.router, bin,
-		"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
+		"--keep-in-foreground", "--conf-file="+conf, "--no-resolv", "--no-hosts", "--port=0",
 		"--interface=r1", "--bind-interfaces", "--user=root", "--pid-file="+filepath.Join(dir, "pid"),
 		"--dhcp-range=172.16.0.100,172.16.0.150,255.255.255.0,1h",
-		"--dhcp-option=option:router,172.16.0.254",
-		"--dhcp-option=option:dns-server,172.16.0.254",
-		"--dhcp-option=option:domain-name,home.local",
 		"--dhcp-leasefile="+leases, "--log-dhcp", "--log-facility=-",
 		"--no-ping") // no 3 s ICMP probe of the address before offering it
 	c.Stdout, c.Stderr = &log, &log
@@ -65,7 +74,7 @@ func startDnsmasq(t *testing.T, n *testNet) string {
 
 func TestDHCPv4(t *testing.T) {
 	n := newTestNet(t, referenceLinks)
-	leases := startDnsmasq(t, n)
+	leases := startDnsmasq(t, n, referenceOptions...)
 	cfg := controllerNetwork(t)
 	cfg.Interfaces[0].Addresses = nil
 	cfg.Interfaces[0].Routes = nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,6 +22,9 @@ import (
 const stateFile = "network.json"
 
 func statePath(env *stage.Env) string { return filepath.Join(env.StateDir, stateFile) }
+
+// maxState bounds the read of the state file.
+const maxState = 1 << 20
 
 type state struct {
 	Routes []ownedRoute      `json:"routes,omitempty"`
@@ -52,12 +56,21 @@ type lease struct {
 
 func loadState(env *stage.Env) (*state, error) {
 	p := statePath(env)
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &state{}, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	// Bounded like the other state records: the stage writes a few KiB.
+	b, err := io.ReadAll(io.LimitReader(f, maxState+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxState {
+		return nil, fmt.Errorf("%s is larger than %d KiB, which bootstrapd never writes (delete it to let bootstrapd forget which routes it owns)", p, maxState>>10)
 	}
 	var s state
 	if err := json.Unmarshal(b, &s); err != nil {

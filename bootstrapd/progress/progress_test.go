@@ -84,16 +84,3 @@ func TestInterruptedRunAndALaterRunOnTheSameBoot(t *testing.T) {
 		t.Errorf("after a second run:\n got %s\nwant %s", got, want)
 	}
 }
-
-func TestPrintable(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain":              "plain",
-		"red \x1b[31m!":      `red \x1b[31m!`,
-		"two\nlines\r":       `two\nlines\r`,
-		"ümlaut \u0085 next": `ümlaut \u0085 next`,
-	} {
-		if got := Printable(in); got != want {
-			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -1,10 +1,8 @@
 package progress
 
 import (
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
@@ -119,25 +117,6 @@ func anyStarted(steps []Step) bool {
 		}
 	}
 	return false
-}
-
-// Printable makes s safe to print on a terminal: control characters (an
-// escape sequence in a failure reason, a newline in a tool's message) are
-// shown as Go escapes instead of acting on the terminal.
-func Printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			q := strconv.QuoteRune(r) // '\x1b'
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // Total is the sum of the stage timings in the done marker: how long the

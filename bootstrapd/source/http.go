@@ -11,27 +11,47 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"kubeboot.dev/kubeboot/internal/redact"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
-// maxConfigSize bounds a fetched config: machine configs are a few KiB.
-const maxConfigSize = 4 << 20
+// maxRedirects bounds the redirects of a config fetch.
+const maxRedirects = 5
 
-// fetchHTTP gets rawURL, retrying transport errors and non-2xx answers
+// fetched is a config fetched over http(s).
+type fetched struct {
+	data []byte
+	// shown is the URL asked for and final the one that answered (after
+	// redirects), both redacted: they are logged and recorded.
+	shown, final string
+}
+
+// permanentError is an answer that retrying cannot change: the server said
+// the request is wrong (4xx), or the answer is unusable (too large, a
+// redirect to plain http).
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// fetchHTTP gets rawURL, retrying transport errors, 5xx answers and 408/429
 // (the server may still be starting, as a NoCloud or PXE server often is
-// when the first nodes boot). A sha256 mismatch is not retried: the server
-// answered, with the wrong content. shown is the URL without userinfo.
-func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (data []byte, shown string, err error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, "", fmt.Errorf("kernel command line kubeboot.config: %w", err)
+// when the first nodes boot). Permanent errors and a sha256 mismatch are not
+// retried: the server answered, and asking again gets the same answer.
+// URLs are shown and recorded redacted (package redact): a URL's userinfo
+// and query may be credentials.
+func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (*fetched, error) {
+	shown := redact.URL(rawURL)
+	if _, err := url.Parse(rawURL); err != nil {
+		return nil, fmt.Errorf("kernel command line kubeboot.config=%s: not a valid URL; percent-encode reserved characters (@ : / ? # and spaces) in a user name or password", shown)
 	}
-	u.User = nil // never log or record credentials
-	shown = u.String()
-
-	client := o.HTTP
-	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+	client := &http.Client{Timeout: 30 * time.Second}
+	if o.HTTP != nil {
+		c := *o.HTTP
+		client = &c
 	}
+	client.CheckRedirect = checkRedirect
 	attempts, wait := o.HTTPAttempts, o.HTTPBackoff
 	if attempts < 1 {
 		attempts = 6
@@ -39,10 +59,12 @@ func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (data []byte,
 	if wait <= 0 {
 		wait = time.Second
 	}
+	var got *fetched
 	var lastErr error
 	for attempt := 1; attempt <= attempts; attempt++ {
-		data, lastErr = get(ctx, client, rawURL)
-		if lastErr == nil {
+		got, lastErr = get(ctx, client, rawURL)
+		var perm permanentError
+		if lastErr == nil || errors.As(lastErr, &perm) {
 			break
 		}
 		o.Log.Warn("fetching the machine config failed", "url", shown, "attempt", attempt, "of", attempts, "err", lastErr)
@@ -51,26 +73,49 @@ func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (data []byte,
 		}
 		select {
 		case <-ctx.Done():
-			return nil, shown, fmt.Errorf("fetch %s: %w (stopped: %v)", shown, lastErr, ctx.Err())
+			return nil, fmt.Errorf("fetch %s: %w (stopped: %v)", shown, lastErr, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 10*time.Second)
 	}
 	if lastErr != nil {
-		return nil, shown, fmt.Errorf("fetch %s: %w (gave up after %d attempts; check the URL and that the server is reachable from the node)", shown, lastErr, attempts)
+		var perm permanentError
+		if errors.As(lastErr, &perm) {
+			return nil, fmt.Errorf("fetch %s: %w (not retried: asking again gets the same answer)", shown, lastErr)
+		}
+		return nil, fmt.Errorf("fetch %s: %w (gave up after %d attempts; check the URL and that the server is reachable from the node)", shown, lastErr, attempts)
 	}
+	got.shown = shown
 	if pin != "" {
-		if err := checkPin(data, pin, shown); err != nil {
-			return nil, shown, err
+		if err := checkPin(got.data, pin, got.final); err != nil {
+			return nil, err
 		}
 	}
-	return data, shown, nil
+	return got, nil
 }
 
-func get(ctx context.Context, client *http.Client, rawURL string) ([]byte, error) {
+// checkRedirect follows at most maxRedirects redirects and never from
+// https to plain http: the config would then come from a server nobody
+// authenticated, in the clear. Other hosts are allowed (mirrors, object
+// stores); the final URL is recorded as the source.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return permanentError{fmt.Errorf("more than %d redirects", maxRedirects)}
+	}
+	if req.URL.Scheme != "https" {
+		for _, prev := range via {
+			if prev.URL.Scheme == "https" {
+				return permanentError{fmt.Errorf("refusing the redirect from %s to %s: it leaves https for %s", redact.URL(prev.URL.String()), redact.URL(req.URL.String()), req.URL.Scheme)}
+			}
+		}
+	}
+	return nil
+}
+
+func get(ctx context.Context, client *http.Client, rawURL string) (*fetched, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, err
+		return nil, permanentError{errors.New("not a valid request URL")}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -81,17 +126,22 @@ func get(ctx context.Context, client *http.Client, rawURL string) ([]byte, error
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("server answered %s", resp.Status)
+	final := redact.URL(resp.Request.URL.String())
+	switch code := resp.StatusCode; {
+	case code/100 == 2:
+	case code/100 == 4 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
+		return nil, permanentError{fmt.Errorf("%s answered %s", final, resp.Status)}
+	default:
+		return nil, fmt.Errorf("%s answered %s", final, resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxConfigSize+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, machineconfig.MaxSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("config larger than %d bytes", maxConfigSize)
+	if len(data) > machineconfig.MaxSize {
+		return nil, permanentError{fmt.Errorf("%s: the config is larger than %d KiB, the limit for a machine config", final, machineconfig.MaxSize>>10)}
 	}
-	return data, nil
+	return &fetched{data: data, final: final}, nil
 }
 
 // checkPin compares data with kubeboot.config.sha256 (hex, optionally

@@ -9,14 +9,13 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
-	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/filesystem"
-	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"go.yaml.in/yaml/v3"
 
+	"kubeboot.dev/kubeboot/bootstrapd/source/volume"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -55,44 +54,47 @@ func findByLabel(root string) string {
 	return ""
 }
 
-// ReadNoCloud reads a NoCloud volume (a block device or an image file) with
-// go-diskfs's FAT and ISO9660 readers, without mounting it: no mount point
-// to clean up, no kernel file system driver needed, and nothing on the
-// volume can be executed.
+// Caps on what is read from a NoCloud volume, checked against the
+// directory entry before a byte of the file is read. user-data and
+// network-config are machine config text (machineconfig.MaxSize);
+// meta-data holds two keys bootstrapd uses and is a few hundred bytes when
+// cloud-localds or kubeboot cidata writes it; a secrets bundle holds a few
+// certificates and keys, about 20 KiB.
+const (
+	maxMetaData   = 64 << 10
+	maxBundleSize = 1 << 20
+)
+
+// ReadNoCloud reads a NoCloud volume (a block device or an image file)
+// without mounting it (no mount point to clean up, no kernel file system
+// driver, nothing on it can be executed), through the bounded reader of
+// package volume: a hostile volume gets a clear error, never a loop or
+// an allocation beyond the caps above.
 func ReadNoCloud(dev string) (*Result, error) { return readNoCloud(dev, "/") }
 
 // readNoCloud is ReadNoCloud for a node whose / is root: absolute paths a
 // config names are read under it.
 func readNoCloud(dev, root string) (*Result, error) {
-	d, err := diskfs.Open(dev, diskfs.WithOpenMode(diskfs.ReadOnly))
+	fsys, closeVolume, err := volume.OpenFile(dev)
 	if err != nil {
 		return nil, fmt.Errorf("NoCloud volume %s: %w", dev, err)
 	}
-	defer d.Close()
-	fsys, err := d.GetFilesystem(0) // the whole device is the file system
-	if err != nil {
-		// On a block device go-diskfs probes ISO9660 with the device's
-		// 512-byte sectors; ISO9660 always has 2048-byte blocks.
-		if iso, ierr := iso9660.Read(d.Backend, d.Size, 0, 2048); ierr == nil {
-			fsys, err = iso, nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("NoCloud volume %s: no FAT or ISO9660 file system: %w", dev, err)
-	}
-	where := fmt.Sprintf("NoCloud volume %s (%s, label %s)", dev, fsType(fsys.Type()), strings.TrimSpace(fsys.Label()))
+	defer closeVolume()
+	where := fmt.Sprintf("NoCloud volume %s (%s, label %s)", dev, fsys.Type(), strconv.QuoteToGraphic(fsys.Label()))
 
-	userData, err := readVolumeFile(fsys, "user-data")
+	userData, err := fsys.ReadFile("user-data", machineconfig.MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: user-data: %w (it must hold the kubeboot machine config)", where, err)
+		return nil, fmt.Errorf("%s: %w (it must hold the kubeboot machine config)", where, err)
 	}
-	meta, err := readVolumeFile(fsys, "meta-data")
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: meta-data: %w", where, err)
+	meta, err := optional(fsys.ReadFile("meta-data", maxMetaData))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	netcfg, err := readVolumeFile(fsys, "network-config")
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: network-config: %w", where, err)
+	// network-config becomes user-data's network section: the two share
+	// one machine config's budget.
+	netcfg, err := optional(fsys.ReadFile("network-config", int64(machineconfig.MaxSize-len(userData))))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (with user-data's %d bytes it would pass the %d KiB of a machine config)", where, err, len(userData), machineconfig.MaxSize>>10)
 	}
 	// Files the config names by a relative path sit next to user-data
 	// on the volume, which is not mounted.
@@ -100,7 +102,7 @@ func readNoCloud(dev, root string) (*Result, error) {
 		if filepath.IsAbs(name) {
 			return machineconfig.FilesFrom(root, "/")(name)
 		}
-		data, err := readVolumeFile(fsys, path.Clean(name))
+		data, err := fsys.ReadFile(path.Clean(name), maxBundleSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("not on the volume next to user-data (kubeboot cidata puts it there): %w", err)
 		}
@@ -114,46 +116,13 @@ func readNoCloud(dev, root string) (*Result, error) {
 	return res, nil
 }
 
-func fsType(t filesystem.Type) string {
-	switch t {
-	case filesystem.TypeFat32:
-		return "fat32"
-	case filesystem.TypeFat16:
-		return "fat16"
-	case filesystem.TypeFat12:
-		return "fat12"
-	case filesystem.TypeISO9660:
-		return "iso9660"
-	default:
-		return "unexpected type " + strconv.Itoa(int(t))
+// optional makes a missing file no error: meta-data and network-config
+// may be absent.
+func optional(data []byte, err error) ([]byte, error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-}
-
-func readVolumeFile(fsys filesystem.FileSystem, name string) ([]byte, error) {
-	data, err := fsys.ReadFile(name)
-	if err == nil {
-		return trimToSize(fsys, name, data), nil
-	}
-	// Readers differ on whether names are rooted; a missing file must
-	// still read as fs.ErrNotExist whatever the reader says.
-	if data, err2 := fsys.ReadFile("/" + name); err2 == nil {
-		return trimToSize(fsys, "/"+name, data), nil
-	}
-	if _, serr := fsys.Stat(name); serr != nil {
-		if _, serr2 := fsys.Stat("/" + name); serr2 != nil {
-			return nil, fs.ErrNotExist
-		}
-	}
-	return nil, err
-}
-
-// trimToSize cuts data to the file's size: go-diskfs v1.9.4's FAT reader
-// returns files padded with zeros to a whole cluster.
-func trimToSize(fsys filesystem.FileSystem, name string, data []byte) []byte {
-	if st, err := fsys.Stat(name); err == nil && st.Size() >= 0 && st.Size() < int64(len(data)) {
-		return data[:st.Size()]
-	}
-	return data
+	return data, err
 }
 
 // metaData is the part of NoCloud meta-data bootstrapd uses.
@@ -200,14 +169,17 @@ func parseNoCloud(where string, userData, meta, netcfg []byte, files machineconf
 		if _, err := machineconfig.ParseNetplan("network-config", netcfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		section, err := netplanSection(netcfg)
+		section, err := networkSection(netcfg)
 		if err != nil {
-			return nil, fmt.Errorf("%s: network-config: %w", where, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		text = blankKey(text, root, "network") + "network:\n" + section
+		text = blankKey(text, root, "network") + section
 	}
 	if md.LocalHostname != "" && !hasKey(root, "hostname") {
 		text += "hostname: " + strconv.Quote(md.LocalHostname) + "\n"
+	}
+	if len(text) > machineconfig.MaxSize {
+		return nil, fmt.Errorf("%s: user-data with network-config and meta-data merged is %d bytes, more than the %d KiB of a machine config", where, len(text), machineconfig.MaxSize>>10)
 	}
 	cfg, err := machineconfig.ParseWithFiles("user-data", []byte(text), files)
 	if err != nil {
@@ -218,27 +190,70 @@ func parseNoCloud(where string, userData, meta, netcfg []byte, files machineconf
 	return res, nil
 }
 
-// netplanSection returns network-config's body (without a top-level
-// network: key) indented to sit under "network:".
-func netplanSection(netcfg []byte) (string, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(netcfg, &doc); err != nil {
-		return "", err
+// networkSection is network-config's text as the network section of a
+// machine config: as it is when network: is its top-level key, else
+// indented under a network: line. It works on the text, not a re-encoded
+// YAML tree: yaml.v3's encoder took 115 MiB for a 128 KiB flow list.
+//
+// The caller has validated network-config with machineconfig.ParseNetplan,
+// so it is one document whose root is a mapping: a line starting at column
+// 0 with "---", "..." or "%" is a document marker or directive, and the
+// first other line at column 0 holds the root's first key. A root that is
+// not a block mapping with plain keys is refused, as is such a user-data;
+// FuzzNetworkConfig checks that every network-config ParseNetplan takes is
+// either refused here or merges into the same network.
+func networkSection(netcfg []byte) (string, error) {
+	var lines []string
+	first := "" // the first line of content
+	for _, l := range strings.Split(strings.TrimRight(yamlLineBreaks.Replace(string(netcfg)), "\n"), "\n") {
+		bare := l
+		if marker, rest := documentMarker(bare); marker {
+			if strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#") {
+				return "", fmt.Errorf("network-config: content after %q on one line is not supported; start the mapping on the next line", bare[:3])
+			}
+			continue
+		}
+		if t := strings.TrimSpace(bare); first == "" && t != "" && !strings.HasPrefix(t, "#") {
+			first = bare
+		}
+		lines = append(lines, l)
 	}
-	n := doc.Content[0]
-	if v := mapValue(n, "network"); v != nil && len(n.Content) == 2 {
-		n = v
+	if first == "" || strings.ContainsAny(first[:1], " \t{[?!&*|>'\"-") && !wrappedKeyRE.MatchString(first) {
+		return "", fmt.Errorf("network-config must be a YAML block mapping with plain keys at column 0, as cloud-init writes it")
 	}
-	out, err := yaml.Marshal(n)
-	if err != nil {
-		return "", err
-	}
+	wrapped := wrappedKeyRE.MatchString(first)
 	var b strings.Builder
-	for _, l := range strings.SplitAfter(strings.TrimRight(string(out), "\n"), "\n") {
-		b.WriteString("  " + l)
+	if !wrapped {
+		b.WriteString("network:\n")
 	}
-	b.WriteString("\n")
+	for _, l := range lines {
+		if !wrapped && l != "" {
+			b.WriteString("  ")
+		}
+		b.WriteString(l + "\n")
+	}
 	return b.String(), nil
+}
+
+// yamlLineBreaks are the line breaks of YAML (and yaml.v3): CR LF, CR, LF,
+// NEL, LS and PS, all of which the parser reads as one "\n".
+var yamlLineBreaks = strings.NewReplacer("\r\n", "\n", "\r", "\n", "\u0085", "\n", "\u2028", "\n", "\u2029", "\n")
+
+// wrappedKeyRE is a root key network: (plain or quoted).
+var wrappedKeyRE = regexp.MustCompile(`^(network|"network"|'network')[ \t]*:([ \t]|$)`)
+
+// documentMarker reports whether line is a document start or end marker,
+// or a directive, and returns what follows the marker.
+func documentMarker(line string) (bool, string) {
+	switch {
+	case strings.HasPrefix(line, "%"):
+		return true, ""
+	case line == "---" || line == "...":
+		return true, ""
+	case strings.HasPrefix(line, "--- ") || strings.HasPrefix(line, "---\t") || strings.HasPrefix(line, "... ") || strings.HasPrefix(line, "...\t"):
+		return true, line[3:]
+	}
+	return false, ""
 }
 
 // blankKey comments out the lines of a top-level key and its value,

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/internal/cidatatest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -177,13 +178,8 @@ func indent(s, pad string) string {
 // A symlink on an ISO volume where the bundle should be reads as nothing:
 // it is an error at the field, not an empty bundle installed silently.
 func TestNoCloudBundleSymlinkRefused(t *testing.T) {
-	need(t, "xorriso")
-	dir := writeFiles(t, map[string][]byte{"user-data": []byte(withBundle("worker", "secrets.yaml")), "meta-data": []byte(testMetaData)})
-	if err := os.Symlink("/etc/shadow", filepath.Join(dir, "secrets.yaml")); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(t.TempDir(), "cidata.iso")
-	run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", img, dir)
+	img := cidatatest.ISO(t, true, map[string][]byte{"user-data": []byte(withBundle("worker", "secrets.yaml")), "meta-data": []byte(testMetaData)},
+		map[string]string{"secrets.yaml": "/etc/shadow"})
 	root := rootWithVolume(t, "cidata", img)
 	_, err := Load(context.Background(), Options{Root: root})
 	if err == nil || !strings.Contains(err.Error(), "kubernetes.credentials.secretsBundle") {

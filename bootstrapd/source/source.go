@@ -23,16 +23,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/internal/redact"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -60,8 +63,9 @@ type Options struct {
 type Result struct {
 	Config *machineconfig.MachineConfig
 	// Source says where the config came from, e.g. "kernel command line
-	// https://10.0.0.1/m.yaml" or "NoCloud volume /dev/sr0 (iso9660, label
-	// cidata)". It never holds a secret (a URL's userinfo is dropped).
+	// https://10.0.0.1/m.yaml (redirected to https://10.0.0.2/m.yaml)" or
+	// "NoCloud volume /dev/sr0 (iso9660, label "cidata")". It never holds a
+	// secret: URLs are redacted (package redact).
 	Source string
 	// InstanceID is the NoCloud meta-data instance-id, if any.
 	InstanceID string
@@ -87,6 +91,10 @@ func (r *Result) Install(root string) error {
 			return fmt.Errorf("remove the old secrets bundle %s: %w", BundlePath, err)
 		}
 		return nil
+	}
+	// The directory is made private even when the bundle is already there.
+	if err := atomicfile.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("keep the secrets bundle at %s: %w", BundlePath, err)
 	}
 	if _, err := clustersecrets.WriteBundle(p, r.Secrets); err != nil {
 		return fmt.Errorf("keep the secrets bundle at %s: %w", BundlePath, err)
@@ -116,9 +124,9 @@ func nodeFiles(root, dir string) machineconfig.Files {
 
 // loadFile reads and parses a config file on this machine.
 func loadFile(path string, files machineconfig.Files) (*machineconfig.MachineConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := machineconfig.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("machine config: %w", err)
+		return nil, err
 	}
 	return machineconfig.ParseWithFiles(path, data, files)
 }
@@ -139,7 +147,7 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 		return loaded(cfg, "--config "+o.ConfigPath), nil
 	}
 
-	cmdline, err := os.ReadFile(filepath.Join(o.Root, "/proc/cmdline"))
+	cmdline, err := readCmdline(filepath.Join(o.Root, "/proc/cmdline"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read the kernel command line: %w", err)
 	}
@@ -162,6 +170,19 @@ func Load(ctx context.Context, o Options) (*Result, error) {
 		return loaded(cfg, "image "+BakedPath), nil
 	}
 	return nil, fmt.Errorf("%w: tried --config, kubeboot.config= on the kernel command line, a NoCloud volume labelled CIDATA/cidata and %s; provide one of them", ErrNoConfig, BakedPath)
+}
+
+// maxCmdline bounds the command line read: the kernel's own limit
+// (COMMAND_LINE_SIZE) is 2048 bytes on x86.
+const maxCmdline = 64 << 10
+
+func readCmdline(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxCmdline))
 }
 
 // ParseCmdline splits a kernel command line into its kubeboot.* parameters.
@@ -204,25 +225,37 @@ func splitCmdline(s string) []string {
 }
 
 func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, error) {
+	if pin != "" && !pinRE.MatchString(pin) {
+		return nil, fmt.Errorf("kernel command line: kubeboot.config.sha256=%q: expected 64 hex digits, optionally prefixed sha256:", pin)
+	}
 	switch {
 	case strings.HasPrefix(loc, "http://"), strings.HasPrefix(loc, "https://"):
-		data, shown, err := fetchHTTP(ctx, o, loc, pin)
+		got, err := fetchHTTP(ctx, o, loc, pin)
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := machineconfig.ParseWithFiles(shown, data, nodeFiles(o.Root, ""))
+		cfg, err := machineconfig.ParseWithFiles(got.final, got.data, nodeFiles(o.Root, ""))
 		if err != nil {
 			return nil, err
 		}
-		return loaded(cfg, "kernel command line "+shown), nil
+		src := "kernel command line " + got.shown
+		if got.final != got.shown {
+			src += " (redirected to " + got.final + ")"
+		}
+		return loaded(cfg, src), nil
 	case strings.HasPrefix(loc, "file://"):
 		loc = strings.TrimPrefix(loc, "file://")
 	case strings.HasPrefix(loc, "/"):
 	default:
-		return nil, fmt.Errorf("kernel command line: kubeboot.config=%q: expected an absolute path, file:///path or http(s)://URL", loc)
+		shown := loc
+		if strings.Contains(loc, "://") {
+			shown = redact.URL(loc) // another scheme's URL may carry credentials too
+		}
+		return nil, fmt.Errorf("kernel command line: kubeboot.config=%q: expected an absolute path, file:///path or http(s)://URL", shown)
 	}
 	path := filepath.Join(o.Root, loc)
-	data, err := os.ReadFile(path)
+	// One read: the bytes checked against the pin are the bytes parsed.
+	data, err := machineconfig.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("kernel command line kubeboot.config=%s: %w", loc, err)
 	}
@@ -237,3 +270,5 @@ func fromCmdline(ctx context.Context, o Options, loc, pin string) (*Result, erro
 	}
 	return loaded(cfg, "kernel command line "+loc), nil
 }
+
+var pinRE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)

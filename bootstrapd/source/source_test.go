@@ -8,13 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"kubeboot.dev/kubeboot/internal/cidatatest"
 )
 
 // userData is a worker config without a hostname, whose firewall names
@@ -46,54 +47,16 @@ func referenceNetplan(t *testing.T) []byte {
 	return data
 }
 
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (scripts/setup-host.sh installs it)", tool)
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-// writeFiles puts files into a new directory and returns it.
-func writeFiles(t *testing.T, files map[string][]byte) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 // fatImage builds a real FAT volume labelled CIDATA with mkfs.vfat + mcopy.
 func fatImage(t *testing.T, files map[string][]byte) string {
 	t.Helper()
-	need(t, "mkfs.vfat", "mcopy")
-	img := filepath.Join(t.TempDir(), "cidata.vfat")
-	run(t, "mkfs.vfat", "-n", "CIDATA", "-C", img, "2048")
-	src := writeFiles(t, files)
-	for name := range files {
-		run(t, "mcopy", "-i", img, filepath.Join(src, name), "::"+name)
-	}
-	return img
+	return cidatatest.FAT(t, 0, 2048, files)
 }
 
 // isoImage builds a real ISO9660 volume labelled cidata, as cloud-localds does.
 func isoImage(t *testing.T, files map[string][]byte) string {
 	t.Helper()
-	need(t, "xorriso")
-	img := filepath.Join(t.TempDir(), "cidata.iso")
-	run(t, "xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", img, writeFiles(t, files))
-	return img
+	return cidatatest.ISO(t, true, files, nil)
 }
 
 // rootWithVolume makes a node root whose /dev/disk/by-label/<label> is the
@@ -129,7 +92,7 @@ func TestNoCloudVolumes(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !strings.HasPrefix(res.Source, "NoCloud volume "+filepath.Join(root, "dev/disk/by-label", tc.label)+" ("+tc.fsType) ||
-				!strings.Contains(res.Source, "label "+tc.label) {
+				!strings.Contains(res.Source, "label \""+tc.label+"\"") {
 				t.Errorf("Source = %q", res.Source)
 			}
 			if res.InstanceID != "iid-worker-01" {
@@ -238,8 +201,8 @@ func TestHTTPSourceRetriesAndPins(t *testing.T) {
 		if res.Config.Hostname != "w1.home.local" {
 			t.Errorf("hostname = %q", res.Config.Hostname)
 		}
-		if res.Source != "kernel command line "+srv.URL+"/m.yaml" {
-			t.Errorf("Source = %q (credentials must be dropped)", res.Source)
+		if want := "kernel command line " + strings.Replace(srv.URL, "http://", "http://REDACTED@", 1) + "/m.yaml"; res.Source != want {
+			t.Errorf("Source = %q, want %q (credentials redacted)", res.Source, want)
 		}
 	})
 	t.Run("pin mismatch", func(t *testing.T) {

@@ -15,11 +15,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -133,8 +135,26 @@ func (s *Store) Failure() (*Failure, error) {
 	return readOptional(s.failedPath(), &r)
 }
 
-// PutFailure writes the failed marker.
-func (s *Store) PutFailure(r Failure) error { return writeJSON(s.failedPath(), r) }
+// PutFailure writes the failed marker, its reason cut to MaxReason bytes:
+// bootstrapd status prints it and the reason of a hostile config could be
+// as long as the config.
+func (s *Store) PutFailure(r Failure) error {
+	if len(r.Reason) > MaxReason {
+		cut := MaxReason
+		for cut > 0 && !utf8.RuneStart(r.Reason[cut]) {
+			cut--
+		}
+		r.Reason = fmt.Sprintf("%s\n... (%d more bytes; bootstrapd plan shows the whole error)", r.Reason[:cut], len(r.Reason)-cut)
+	}
+	return writeJSON(s.failedPath(), r)
+}
+
+// MaxReason bounds the reason in the failed marker: more than the 50
+// problems a config error lists (machineconfig.MaxReported).
+const MaxReason = 32 << 10
+
+// maxRecord bounds the read of a record; bootstrapd writes a few KiB.
+const maxRecord = 1 << 20
 
 // ClearFailure removes the failed marker if there is one.
 func (s *Store) ClearFailure() error { return removeOptional(s.failedPath()) }
@@ -152,12 +172,20 @@ func (s *Store) PutDone(r Done) error { return writeJSON(s.donePath(), r) }
 func (s *Store) ClearDone() error { return removeOptional(s.donePath()) }
 
 func readOptional[T any](path string, v *T) (*T, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if len(data) > maxRecord {
+		return nil, fmt.Errorf("state: %s is larger than %d KiB, which bootstrapd never writes; delete it to forget that record", path, maxRecord>>10)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return nil, fmt.Errorf("state: %s is corrupt (%v); delete it to forget that record", path, err)
@@ -188,7 +216,7 @@ func writeJSON(path string, v any) error {
 // instead of interleaving its changes and records with the first one's.
 // The kernel drops the lock when the process ends, even on a crash.
 func (s *Store) Lock() (release func(), err error) {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)

@@ -238,7 +238,8 @@ func loadModule(env *stage.Env, m string) error {
 	if !exists(env.ProcPath("modules")) {
 		return fmt.Errorf("kernel module %s: not built in, and this kernel cannot load modules (no /proc/modules); use a kernel with %s", m, m)
 	}
-	out, err := exec.Command("modprobe", m).CombinedOutput()
+	// "--": a name is never an option, whatever passed validation.
+	out, err := exec.Command("modprobe", "--", m).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("modprobe %s: %w: %s", m, err, strings.TrimSpace(string(out)))
 	}

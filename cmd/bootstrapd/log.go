@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 // newLogger logs to the journal's native protocol when stderr is connected
@@ -64,7 +66,9 @@ func (h *journalHandler) entry(r slog.Record) (string, journal.Priority, map[str
 	add := func(key string, v slog.Value) {
 		s := v.Resolve().String()
 		fields[journalField(key)] = s
-		if strings.ContainsAny(s, " \t\n\"=") {
+		// Quoted when it would not read as one word, or holds what a
+		// terminal acts on (an escape sequence from a config source).
+		if strings.ContainsAny(s, " \t\n\"=") || printable.String(s) != s {
 			s = strconv.Quote(s)
 		}
 		fmt.Fprintf(&msg, " %s=%s", key, s)

@@ -29,6 +29,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/banner"
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
+	"kubeboot.dev/kubeboot/internal/printable"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -141,7 +142,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	watch := &watcher{root: f.root, log: log, plan: bootstrapd.Plan()}
 	o.Loaded = watch.loaded
 	o.Status = func(s string) {
-		notify("STATUS=" + s)
+		notify("STATUS=" + statusLine(s))
 		watch.activity(s)
 	}
 	o.StepStarted = watch.stepStarted
@@ -169,7 +170,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	outcomes, err := bootstrapd.FirstBoot(ctx, o)
 	watch.end()
 	if err != nil {
-		notify("STATUS=failed: " + err.Error())
+		notify("STATUS=failed: " + statusLine(err.Error()))
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
@@ -276,7 +277,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bootstrapd: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", p.Source.Source, p.Source.Config.Hash())
+	fmt.Fprintf(stdout, "source: %s\nconfig: %s\n", printable.String(p.Source.Source), p.Source.Config.Hash())
 	for _, pl := range planned {
 		note := ""
 		switch {
@@ -295,7 +296,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: %d changes%s\n", pl.Stage, len(pl.Changes), note)
 		for _, c := range pl.Changes {
-			fmt.Fprintf(stdout, "  - %s\n", c)
+			fmt.Fprintf(stdout, "  - %s\n", printable.String(string(c)))
 		}
 	}
 	return exitOK

@@ -81,7 +81,7 @@ func TestStatusOnFailureShowsWhatToDo(t *testing.T) {
 	out := stdout.String()
 	t.Log("\n" + out)
 	for _, want := range []string{
-		"failed:  stage kubeadm-join at 2026-11-29T12:00:00Z after 12 attempts: stage kubeadm-join: endpoint controller.home.local:6443 unreachable, retrying\\x1b[2J\n",
+		"failed:  stage kubeadm-join at 2026-11-29T12:00:00Z after 12 attempts: stage kubeadm-join: endpoint controller.home.local:6443 unreachable, retrying\\u001b[2J\n",
 		"         last 20 lines of /var/lib/kubeboot/stages/kubeadm-join/kubeadm.log:\n           | [preflight] line 11\n",
 		"           | [preflight] line 30\n         to retry: ",
 		"boot:    bootstrapd has not run on this boot\n",

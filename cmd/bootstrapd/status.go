@@ -14,6 +14,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd"
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/internal/printable"
 )
 
 const (
@@ -28,7 +29,7 @@ const (
 // printStatus shows the node's state: where the config came from, this
 // boot's run, the done and failed markers, then every stage of both phases
 // with its kind, state and timing, and on failure what to do. Every field
-// goes through show (progress.Printable); none of them holds a secret.
+// goes through show (printable.String); none of them holds a secret.
 func printStatus(root string, w io.Writer) error {
 	st := state.Open(root)
 	src, err := st.Source()
@@ -82,7 +83,7 @@ func printStatus(root string, w io.Writer) error {
 		fmt.Fprintln(w, "done:    no")
 	}
 	if failed != nil {
-		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", show(failed.Stage), failed.Time.Format(time.RFC3339), failed.Attempts, show(failed.Reason))
+		fmt.Fprintf(w, "failed:  stage %s at %s after %d attempts: %s\n", show(failed.Stage), failed.Time.Format(time.RFC3339), failed.Attempts, printableLines(failed.Reason, "         "))
 		if err := printLogTails(w, root, st, failed.Stage); err != nil {
 			return err
 		}
@@ -218,7 +219,7 @@ func tailLines(path string, n int) ([]string, error) {
 // show is the one function every printed field goes through: printable
 // (no control characters reach the terminal) and bounded.
 func show(s string) string {
-	s = progress.Printable(s)
+	s = printable.String(s)
 	if r := []rune(s); len(r) > maxField {
 		return string(r[:maxField]) + "..."
 	}

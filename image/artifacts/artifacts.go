@@ -35,6 +35,9 @@ type Image struct {
 	Ref    string // registry.k8s.io/pause:3.10.2
 	Digest string // manifest digest, sha256:...
 	Path   string // OCI archive
+	// ArchiveSHA256 is the archive file's sha256 the lock pins (hex);
+	// empty in locks written before it was recorded.
+	ArchiveSHA256 string
 }
 
 // Set is a spec resolved against its lock and the cache.
@@ -154,7 +157,7 @@ func Resolve(specPath, cacheDir string) (*Set, []Item, error) {
 			size = st.Size()
 		}
 		items = append(items, Item{Kind: "image", Name: ref, Version: ref[strings.LastIndex(ref, ":")+1:], Hash: im.Digest, Path: p, Size: size, Cached: cached})
-		set.Images = append(set.Images, Image{Ref: ref, Digest: im.Digest, Path: p})
+		set.Images = append(set.Images, Image{Ref: ref, Digest: im.Digest, Path: p, ArchiveSHA256: im.ArchiveSHA256})
 	}
 	sort.Slice(set.Images, func(i, j int) bool { return set.Images[i].Ref < set.Images[j].Ref })
 	return set, items, nil

@@ -18,6 +18,7 @@ import (
 	"kubeboot.dev/kubeboot/image/lock"
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/spec"
+	"kubeboot.dev/kubeboot/internal/redact"
 )
 
 // Remote says how to reach upstream servers; tests point it at loopback.
@@ -52,6 +53,9 @@ func LockUpstream(ctx context.Context, s *spec.ImageSpec, c *fetch.Cache, r Remo
 	l := &lock.Lock{Spec: path.Base(s.Path()), KubernetesVersion: s.Kubernetes.Version}
 	for _, f := range s.Upstream.Files {
 		url := spec.Expand(f.URL, f.Version)
+		// The lock records where a file came from, redacted: a URL's
+		// userinfo or query may be a credential, and locks are committed.
+		shown := redact.URL(url)
 		sha, p, err := c.File(ctx, r.HTTP, url, "", r.reporter())
 		if err != nil {
 			return nil, fmt.Errorf("upstream file %s: %w", f.Name, err)
@@ -61,17 +65,17 @@ func LockUpstream(ctx context.Context, s *spec.ImageSpec, c *fetch.Cache, r Remo
 			return nil, err
 		}
 		if len(f.Extract) == 0 {
-			l.SetFile(lock.File{Name: f.Name, Kind: kindOf(f.Name), Version: f.Version, Source: url, SHA256: sha, Size: st.Size()})
+			l.SetFile(lock.File{Name: f.Name, Kind: kindOf(f.Name), Version: f.Version, Source: shown, SHA256: sha, Size: st.Size()})
 			continue
 		}
-		l.SetFile(lock.File{Name: f.Name, Kind: KindArchive, Version: f.Version, Source: url, SHA256: sha, Size: st.Size()})
-		members, err := extract(c, p, url, f.Extract, nil)
+		l.SetFile(lock.File{Name: f.Name, Kind: KindArchive, Version: f.Version, Source: shown, SHA256: sha, Size: st.Size()})
+		members, err := extract(c, p, shown, f.Extract, nil)
 		if err != nil {
 			return nil, err
 		}
 		for member, name := range f.Extract {
 			m := members[name]
-			l.SetFile(lock.File{Name: name, Kind: kindOf(name), Version: f.Version, Source: url + "#" + member, SHA256: m.SHA256, Size: m.Size})
+			l.SetFile(lock.File{Name: name, Kind: kindOf(name), Version: f.Version, Source: shown + "#" + member, SHA256: m.SHA256, Size: m.Size})
 		}
 	}
 	for _, src := range imageSources(s) {
@@ -164,7 +168,7 @@ func FetchUpstream(ctx context.Context, s *spec.ImageSpec, l *lock.Lock, c *fetc
 			return fmt.Errorf("upstream file %s: %w", f.Name, err)
 		}
 		if len(f.Extract) > 0 {
-			if _, err := extract(c, p, url, f.Extract, want); err != nil {
+			if _, err := extract(c, p, redact.URL(url), f.Extract, want); err != nil {
 				return err
 			}
 		}
@@ -194,7 +198,7 @@ func FetchImages(ctx context.Context, s *spec.ImageSpec, l *lock.Lock, c *fetch.
 
 // extract copies the wanted members (path in archive -> artifact name) of
 // a cached .tar.gz into the cache; with want set, each must match its
-// locked sha256.
+// locked sha256. url, redacted, names the archive in errors.
 func extract(c *fetch.Cache, archive, url string, members map[string]string, want map[string]lock.File) (map[string]lock.File, error) {
 	f, err := os.Open(archive)
 	if err != nil {

@@ -9,6 +9,8 @@ package bake
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,11 @@ type File struct {
 	Source string      // file on the build host; empty: use Data
 	Data   []byte      // contents when Source is empty
 	Mode   os.FileMode // permission bits; owner is always root:root
+	// SHA256, when set, is what Source's bytes must hash to (hex): an
+	// artifact is named by its hash in the cache and re-hashed as it is
+	// copied, so a cache file changed after it was stored never reaches
+	// an image.
+	SHA256 string
 }
 
 // Options say what to add to the rootfs.
@@ -223,11 +230,20 @@ func placeFile(root string, f File) error {
 			out.Close()
 			return fmt.Errorf("place %s: %w", f.Path, err)
 		}
-		_, err = io.Copy(out, in)
+		var w io.Writer = out
+		h := sha256.New()
+		if f.SHA256 != "" {
+			w = io.MultiWriter(out, h)
+		}
+		_, err = io.Copy(w, in)
 		in.Close()
 		if err != nil {
 			out.Close()
 			return fmt.Errorf("place %s from %s: %w", f.Path, f.Source, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); f.SHA256 != "" && got != f.SHA256 {
+			out.Close()
+			return fmt.Errorf("place %s: %s hashes to %s, not the pinned %s: the artifact cache was changed or corrupted after it was filled; delete the file and run make artifacts", f.Path, f.Source, got, f.SHA256)
 		}
 	} else if _, err := out.Write(f.Data); err != nil {
 		out.Close()

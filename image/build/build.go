@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/image/bake"
 	"kubeboot.dev/kubeboot/image/disk"
 	"kubeboot.dev/kubeboot/image/esp"
@@ -271,13 +272,14 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		seed.add("esp", espKey.sum())
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
-		if err := writeAtomically(o.Output, diskMode(in.secret), func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
+		perm, dirPerm := diskMode(in.secret)
+		if err := atomicfile.WriteWith(o.Output, perm, dirPerm, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
 			return false, err
 		}
 		// The exact Debian package versions, next to the image for review
 		// and diffs between builds (the image has them in PackagesLock).
 		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
-		return false, writeAtomically(res.PackagesLock, 0o644, func(tmp string) error {
+		return false, atomicfile.WriteWith(res.PackagesLock, 0o644, 0o755, func(tmp string) error {
 			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)
 		})
 	}); err != nil {
@@ -286,7 +288,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if in.qcow2 {
 		res.QCOW2 = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".qcow2"
 		if err := timed("qcow2", func() (bool, error) {
-			return false, writeAtomically(res.QCOW2, diskMode(in.secret), func(tmp string) error {
+			perm, dirPerm := diskMode(in.secret)
+			return false, atomicfile.WriteWith(res.QCOW2, perm, dirPerm, func(tmp string) error {
 				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
 			})
 		}); err != nil {
@@ -313,40 +316,14 @@ func espFiles(tree, kver, initrdPath string) []esp.File {
 	}
 }
 
-// diskMode is the mode of a disk image: one holding a baked config (and
-// so join credentials) is as private as the config.
-func diskMode(secret bool) os.FileMode {
+// diskMode is the mode of a disk image and of its directory when it is
+// made: one holding a baked config (and so join credentials) is as private
+// as the config.
+func diskMode(secret bool) (perm, dirPerm os.FileMode) {
 	if secret {
-		return 0o600
+		return 0o600, 0o700
 	}
-	return 0o644
-}
-
-// writeAtomically makes path with mode perm through a temporary file in a
-// 0700 directory beside it, so an interrupted build never leaves a partial
-// file there and nobody else can read a private one while it is written.
-// The directory of a private file is made 0700 when it is created.
-func writeAtomically(path string, perm os.FileMode, write func(tmp string) error) error {
-	dirPerm := os.FileMode(0o755)
-	if perm&0o077 == 0 {
-		dirPerm = 0o700
-	}
-	if err := os.MkdirAll(filepath.Dir(path), dirPerm); err != nil {
-		return err
-	}
-	work, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	tmp := filepath.Join(work, filepath.Base(path))
-	if err := write(tmp); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return 0o644, 0o755
 }
 
 func volumeID(key string) uint32 {

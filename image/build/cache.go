@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/image/fetch"
 )
 
@@ -55,7 +58,15 @@ func (c stepCache) make(step, key string, fill func(dir string) error) (dir stri
 		os.RemoveAll(tmp)
 		return "", false, err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, completeMark), nil, 0o644); err != nil {
+	// The entry's files (a whole rootfs tree) reach the disk before the
+	// mark that says they are there: one syncfs instead of an fsync per
+	// file. Without it a power cut could leave a complete-looking entry
+	// of empty files, and every later image would be built from it.
+	if err := syncFS(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", false, err
+	}
+	if err := atomicfile.Write(filepath.Join(tmp, completeMark), nil, 0o644, 0o755); err != nil {
 		os.RemoveAll(tmp)
 		return "", false, err
 	}
@@ -65,8 +76,24 @@ func (c stepCache) make(step, key string, fill func(dir string) error) (dir stri
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", false, err
 	}
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		return "", false, err
+	}
 	c.prune(step, key)
 	return dir, false, nil
+}
+
+// syncFS flushes the file system holding dir.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
 }
 
 // prune removes all but the keep most recently used entries of step, and
@@ -124,14 +151,27 @@ func (h *hasher) sum() string {
 	return hex.EncodeToString(h.h.(interface{ Sum([]byte) []byte }).Sum(nil))
 }
 
-// fileHash is the sha256 of a file. Files in the artifact cache are named
-// by their sha256 (…/sha256/<hex>), which is used without reading them.
-func fileHash(path string) (string, error) {
+// cacheName is the sha256 a file of the artifact cache is named by
+// (…/sha256/<hex>), if path is one.
+func cacheName(path string) (string, bool) {
 	base := filepath.Base(path)
 	if filepath.Base(filepath.Dir(path)) == "sha256" && len(base) == 64 {
 		if _, err := hex.DecodeString(base); err == nil {
-			return base, nil
+			return base, true
 		}
+	}
+	return "", false
+}
+
+// fileHash is the sha256 of a file. A file of the artifact cache is keyed
+// by its name without reading it; the bake step re-hashes it as it copies
+// it (bake.File.SHA256), so a changed cache file fails there.
+func fileHash(path string) (string, error) {
+	if sum, ok := cacheName(path); ok {
+		if _, err := os.Stat(path); err != nil {
+			return "", err
+		}
+		return sum, nil
 	}
 	sum, _, err := fetch.HashFile(path)
 	if err != nil {

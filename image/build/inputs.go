@@ -183,7 +183,7 @@ func (in *inputs) addArtifacts(set *artifacts.Set) error {
 	var index strings.Builder
 	for _, im := range set.Images {
 		file := imageFileName(im.Ref)
-		if err := in.addFile(bake.File{Path: path.Join(ImagesDir, file), Source: im.Path, Mode: 0o644}, "image archive %s not in cache: run make artifacts"); err != nil {
+		if err := in.addFile(bake.File{Path: path.Join(ImagesDir, file), Source: im.Path, Mode: 0o644, SHA256: im.ArchiveSHA256}, "image archive %s not in cache: run make artifacts"); err != nil {
 			return err
 		}
 		fmt.Fprintf(&index, "%s %s %s\n", im.Ref, im.Digest, file)
@@ -201,6 +201,9 @@ func imageFileName(ref string) string {
 	return strings.ReplaceAll(name, ":", "_") + ".tar"
 }
 
+// addFile adds a file to bake. A file of the artifact cache, keyed by its
+// name, is pinned to it for bake to re-hash; a file already hashed here
+// must match a pin given by the caller (an image archive's lock entry).
 func (in *inputs) addFile(f bake.File, missing string) error {
 	sum, err := fileHash(f.Source)
 	if err != nil {
@@ -208,6 +211,11 @@ func (in *inputs) addFile(f bake.File, missing string) error {
 			return fmt.Errorf(missing, f.Source)
 		}
 		return err
+	}
+	if name, ok := cacheName(f.Source); ok {
+		f.SHA256 = name
+	} else if f.SHA256 != "" && sum != f.SHA256 {
+		return fmt.Errorf("%s hashes to %s, not the %s the lock pins: the artifact cache was changed or corrupted after it was filled; delete the file and run make artifacts", f.Source, sum, f.SHA256)
 	}
 	in.files = append(in.files, fileInput{File: f, hash: sum})
 	return nil

@@ -1,7 +1,6 @@
 package build
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,25 +102,5 @@ func TestResolveNamesWhatIsMissing(t *testing.T) {
 	os.Remove(filepath.Join(dir, "secrets.yaml"))
 	if _, err = resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: good}); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing bundle: err = %v", err)
-	}
-}
-
-// An output holding a baked config is private while and after it is
-// written; an interrupted write leaves nothing beside it.
-func TestWriteAtomicallyPrivate(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "out", "node.raw")
-	if err := writeAtomically(out, 0o600, func(tmp string) error { return os.WriteFile(tmp, []byte("disk"), 0o644) }); err != nil {
-		t.Fatal(err)
-	}
-	for p, want := range map[string]os.FileMode{out: 0o600, filepath.Dir(out): 0o700} {
-		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
-			t.Errorf("%s: %v %v, want %o", p, st, err, want)
-		}
-	}
-	if err := writeAtomically(filepath.Join(filepath.Dir(out), "x.raw"), 0o600, func(tmp string) error { return errors.New("interrupted") }); err == nil {
-		t.Error("a failed write succeeded")
-	}
-	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
-		t.Errorf("left behind: %v", entries)
 	}
 }

@@ -120,6 +120,10 @@ func TestBuiltImage(t *testing.T) {
 		checks["/etc/systemd/system/multi-user.target.wants/kubelet.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/kubelet.service"
 		checks["/etc/systemd/system/multi-user.target.wants/containerd.service"] = "lrwxrwxrwx root/root -> /lib/systemd/system/containerd.service"
 		checks["/opt/cni/bin/bridge"] = "-rwxr-xr-x root/root"
+		// The pod network's CNI plugin; its config comes from the
+		// DaemonSet, not the image (docs/pod-network.md).
+		checks["/opt/cni/bin/flannel"] = "-rwxr-xr-x root/root"
+		checks["/etc/cni/net.d"] = "drwxr-xr-x root/root"
 		checks[ImagesIndex] = "-rw-r--r-- root/root"
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
@@ -149,7 +153,8 @@ func TestBuiltImage(t *testing.T) {
 			t.Errorf("%s in ROOT-A: %q, want %q", p, got, w)
 		}
 	}
-	for _, gone := range []string{"/etc/hostname", "/etc/resolv.conf", "/etc/apt/sources.list", "/var/lib/apt/lists/lock"} {
+	for _, gone := range []string{"/etc/hostname", "/etc/resolv.conf", "/etc/apt/sources.list", "/var/lib/apt/lists/lock",
+		"/etc/cni/net.d/10-containerd-net.conflist"} {
 		if entry(gone) != "" {
 			t.Errorf("%s is in the image", gone)
 		}

@@ -13,11 +13,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"kubeboot.dev/kubeboot/atomicfile"
 )
 
 // Cache is a content-addressed store rooted at Dir.
 type Cache struct {
 	Dir string
+	// Stall fails a download that receives nothing for this long; zero
+	// means DefaultStall.
+	Stall time.Duration
 }
 
 // DefaultDir is $XDG_CACHE_HOME/kubeboot, or ~/.cache/kubeboot.
@@ -105,7 +111,7 @@ func (c *Cache) PutReader(r io.Reader, what, wantSHA string, mode os.FileMode) (
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return "", "", err
 	}
-	return got, dst, nil
+	return got, dst, atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 // PutFile copies a local file into the cache, keeping its exec bit.

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"kubeboot.dev/kubeboot/atomicfile"
 	"kubeboot.dev/kubeboot/image/oci"
 )
 
@@ -101,6 +103,9 @@ func (c *Cache) PutImage(img v1.Image, ref, wantDigest string) (string, error) {
 	}
 	defer os.Remove(tmp.Name())
 	got, err := oci.WriteArchive(tmp, img, ref)
+	if err == nil {
+		err = tmp.Sync()
+	}
 	if err != nil {
 		tmp.Close()
 		return "", err
@@ -118,7 +123,7 @@ func (c *Cache) PutImage(img v1.Image, ref, wantDigest string) (string, error) {
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return "", err
 	}
-	return dst, nil
+	return dst, atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 // HashFile returns the sha256 and size of a file.

@@ -1,8 +1,9 @@
 // Package fromsource builds the complete Kubernetes artifact set of an
 // ImageSpec with no internet: the seven Kubernetes binaries, etcd, CoreDNS,
-// crictl, containerd, runc and the CNI plugins through the Go module proxy,
-// pause from kubeboot's own C source, and the control-plane OCI images
-// assembled from them. Each Go project gets its own generated module under
+// crictl, containerd, runc, the CNI plugins and the pod network (flannel)
+// through the Go module proxy, pause from kubeboot's own C source, and the
+// OCI images assembled from them (the control plane's, flannel's, and
+// extras marked built, such as the test image's Debian BusyBox). Each Go project gets its own generated module under
 // <cache>/build/<project>-<version>; results go into the content-addressed
 // cache and into the returned lock.
 package fromsource
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,22 +124,48 @@ func (b *Builder) Build(ctx context.Context) (*lock.Lock, error) {
 		return nil, err
 	}
 	l.SetFile(pause)
-	rootfs, err := b.debianRootfs(ctx, s.Base.Suite, s.Base.Mirror, userlandPackages)
-	if err != nil {
-		return nil, err
+	if pn := s.PodNetwork; pn != nil {
+		for _, m := range []*goModule{flannelModule(pn.Flannel), flannelCNIModule(pn.FlannelCNIPlugin)} {
+			if err := addFiles(b.buildModule(ctx, m)); err != nil {
+				return nil, err
+			}
+		}
 	}
-	l.SetFile(rootfs)
 
-	for _, ref := range refs {
+	// Images assembled here: kubeadm's set, the pod network's, and the
+	// extras marked built; each recipe's Debian files are made first.
+	built := append(slices.Clone(refs), s.PodNetworkImages()...)
+	for _, e := range s.Images.Extras {
+		if e.From == spec.FromBuilt {
+			built = append(built, e.Ref)
+		}
+	}
+	rootfs := map[string]bool{}
+	for _, ref := range built {
+		r, ok := RecipeFor(ref)
+		for name, need := range map[string]bool{userlandRootfs: r.Userland, busyboxRootfs: r.Busybox} {
+			if !ok || !need || rootfs[name] {
+				continue
+			}
+			f, err := b.debianRootfs(ctx, s.Base.Suite, s.Base.Mirror, name)
+			if err != nil {
+				return nil, err
+			}
+			l.SetFile(f)
+			rootfs[name] = true
+		}
 		im, err := b.assemble(l, ref)
 		if err != nil {
 			return nil, err
 		}
 		l.SetImage(im)
 	}
-	// Extras come from a registry or a local OCI layout: they are pinned as
-	// found now.
+	// Other extras come from a registry or a local OCI layout: they are
+	// pinned as found now.
 	for _, e := range s.Images.Extras {
+		if e.From == spec.FromBuilt {
+			continue
+		}
 		if e.From != "" {
 			kind, p, _ := strings.Cut(e.From, ":")
 			e.From = kind + ":" + s.Resolve(p)

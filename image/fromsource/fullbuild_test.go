@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,13 +90,14 @@ func TestFromSourceBuild(t *testing.T) {
 		{"ctr", []string{"--version"}, "v2.4.2"},
 		{"runc", []string{"--version"}, "1.5.2"},
 		{"pause", []string{"-v"}, "3.10.2"},
+		{"flanneld", []string{"--version"}, "v0.28.10"},
 	} {
 		out, err := exec.Command(bin(check.name), check.args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), check.want) {
 			t.Errorf("%s %v: %v, output %q lacks %q", check.name, check.args, err, out, check.want)
 		}
 	}
-	for _, p := range s.Runtime.CNIPlugins.Plugins {
+	for _, p := range append(slices.Clone(s.Runtime.CNIPlugins.Plugins), "flannel") {
 		cmd := exec.Command(bin("cni-" + p))
 		cmd.Env = []string{"CNI_COMMAND=VERSION"}
 		out, err := cmd.CombinedOutput()
@@ -108,8 +110,8 @@ func TestFromSourceBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(refs) != len(l.Images) {
-		t.Errorf("kubeadm lists %d images, the lock has %d", len(refs), len(l.Images))
+	if want := len(refs) + len(s.PodNetworkImages()) + len(s.Images.Extras); want != len(l.Images) {
+		t.Errorf("kubeadm lists %d images, the pod network and extras %d more; the lock has %d", len(refs), want-len(refs), len(l.Images))
 	}
 	for _, r := range refs {
 		if _, ok := l.Image(r); !ok {
@@ -276,6 +278,12 @@ func TestImagesImportIntoContainerd(t *testing.T) {
 				} else {
 					t.Logf("  %v: %s", cmd, strings.TrimSpace(out))
 				}
+			}
+		}
+		// flannel's init container installs the CNI config with it.
+		if _, ok := r.Binaries["/opt/bin/install-conf"]; ok {
+			if out, err := ctr("run", "--rm", im.Ref, id+"-install", "/opt/bin/install-conf", "/opt/bin/flanneld", "/tmp/copy"); err != nil {
+				t.Errorf("%s: install-conf: %v\n%s", im.Ref, err, out)
 			}
 		}
 	}

@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -28,7 +30,24 @@ type goModule struct {
 	replaces []string // "old => new version"
 	godebug  string
 	targets  []goTarget
+	// patch, when it drops anything, builds the required module from a
+	// copy of its source with some imports taken out (see sourcePatch). A
+	// value, not a pointer: recipe prints the struct.
+	patch sourcePatch
 }
+
+// sourcePatch drops blank imports from one file of the required module:
+// its verified source from the module cache is copied to <dir>/src, the
+// lines are removed there, and go.mod replaces the module with ./src. It is
+// for an optional part of a program whose dependency the Go module proxy
+// does not serve. Each line must be found exactly once, so a new upstream
+// version that moved it fails the build instead of building something else.
+type sourcePatch struct {
+	file  string   // path inside the module, e.g. main.go
+	drops []string // import paths whose `_ "path"` line is removed
+}
+
+func (p sourcePatch) active() bool { return len(p.drops) > 0 }
 
 // goTarget is one binary built from a goModule.
 type goTarget struct {
@@ -58,9 +77,13 @@ func (m *goModule) goMod() string {
 	}
 	mod, ver, _ := strings.Cut(m.require, "@")
 	fmt.Fprintf(&b, "require %s %s\n", mod, ver)
-	if len(m.replaces) > 0 {
+	replaces := m.replaces
+	if m.patch.active() {
+		replaces = append(slices.Clone(replaces), mod+" => ./src")
+	}
+	if len(replaces) > 0 {
 		b.WriteString("\nreplace (\n")
-		for _, r := range m.replaces {
+		for _, r := range replaces {
 			fmt.Fprintf(&b, "\t%s\n", r)
 		}
 		b.WriteString(")\n")
@@ -87,6 +110,11 @@ func (b *Builder) buildModule(ctx context.Context, m *goModule) ([]lock.File, er
 			return nil, err
 		}
 		if err := os.WriteFile(in, []byte(m.goMod()), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if m.patch.active() {
+		if err := b.patchSource(ctx, dir, m); err != nil {
 			return nil, err
 		}
 	}
@@ -126,13 +154,100 @@ func (b *Builder) buildModule(ctx context.Context, m *goModule) ([]lock.File, er
 			return nil, err
 		}
 		os.Remove(out) // the cache holds it now; no second copy
+		source := "go:" + t.pkg + "@" + ver
+		if m.patch.active() {
+			source += " (without " + strings.Join(m.patch.drops, ", ") + ")"
+		}
 		files = append(files, lock.File{Name: t.name, Kind: t.kind, Version: t.version,
-			Source: "go:" + t.pkg + "@" + ver, SHA256: sha, Size: st.Size()})
+			Source: source, SHA256: sha, Size: st.Size()})
 	}
 	if err := writeStamp(stamp, files); err != nil {
 		return nil, err
 	}
 	return files, nil
+}
+
+// patchSource lays the required module's source out in <dir>/src, afresh
+// each time, with m.patch applied.
+func (b *Builder) patchSource(ctx context.Context, dir string, m *goModule) error {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", m.require)
+	cmd.Dir = b.Cache.TempDir() // outside the build module, whose go.mod replaces it
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("go mod download %s (is the Go module proxy reachable?): %w", m.require, err)
+	}
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil || info.Dir == "" {
+		return fmt.Errorf("go mod download %s: %s %v", m.require, info.Error, err)
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.RemoveAll(src); err != nil {
+		return err
+	}
+	if err := copyTree(info.Dir, src); err != nil {
+		return fmt.Errorf("copy %s: %w", m.require, err)
+	}
+	target := filepath.Join(src, m.patch.file)
+	data, err := os.ReadFile(target)
+	if err != nil {
+		return err
+	}
+	patched, err := dropImports(data, m.patch.drops)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", m.require, m.patch.file, err)
+	}
+	return os.WriteFile(target, patched, 0o644)
+}
+
+// dropImports removes the line `_ "path"` of each path; each must occur
+// exactly once.
+func dropImports(src []byte, paths []string) ([]byte, error) {
+	lines := strings.SplitAfter(string(src), "\n")
+	for _, p := range paths {
+		want := `_ "` + p + `"`
+		at := -1
+		for i, l := range lines {
+			if strings.TrimSpace(l) == want {
+				if at >= 0 {
+					return nil, fmt.Errorf("import %s found twice", want)
+				}
+				at = i
+			}
+		}
+		if at < 0 {
+			return nil, fmt.Errorf("import %s not found: the recipe does not fit this version", want)
+		}
+		lines = slices.Delete(lines, at, at+1)
+	}
+	return []byte(strings.Join(lines, "")), nil
+}
+
+// copyTree copies the regular files and directories of src (a read-only
+// module cache directory) to dst, writable.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, data, 0o644)
+		default:
+			return nil // the module cache holds no other kinds
+		}
+	})
 }
 
 func (b *Builder) readStamp(p string) ([]lock.File, bool) {

@@ -2,7 +2,9 @@ package fromsource
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"kubeboot.dev/kubeboot/image/fetch"
@@ -21,7 +23,10 @@ type ImageRecipe struct {
 	VersionArgs []string
 	// Userland adds kube-proxy's iptables/nft/conntrack from Debian.
 	Userland bool
-	Dirs     []string
+	// Busybox is Debian's static BusyBox and its applet links (the test
+	// image); the image's tag must be BusyBox's version.
+	Busybox bool
+	Dirs    []string
 }
 
 // Recipes are keyed by the last element of the image repository.
@@ -42,6 +47,13 @@ var Recipes = map[string]ImageRecipe{
 	// The sandbox process needs no privileges; upstream also runs it as
 	// 65535.
 	"pause": {Binaries: map[string]string{"/pause": "pause"}, Entrypoint: []string{"/pause"}, User: "65535:65535", VersionArgs: []string{"-v"}},
+	// Upstream's paths: the DaemonSet runs /opt/bin/flanneld, and its init
+	// container /opt/bin/install-conf to put the CNI config on the host.
+	"flannel": {Binaries: map[string]string{"/opt/bin/flanneld": "flanneld", "/opt/bin/install-conf": "flannel-install-conf"},
+		Entrypoint: []string{"/opt/bin/flanneld"}, VersionArgs: []string{"--version"}, Userland: true},
+	// The end-to-end tests' pod image (images.extras, from: built). With
+	// busybox as the entrypoint, a pod's args alone name the applet.
+	"busybox": {Entrypoint: []string{"/bin/busybox"}, VersionArgs: []string{"--help"}, Busybox: true},
 }
 
 func kubeImage(name string) ImageRecipe {
@@ -61,12 +73,23 @@ func RecipeFor(ref string) (ImageRecipe, bool) {
 func (b *Builder) assemble(l *lock.Lock, ref string) (lock.Image, error) {
 	r, ok := RecipeFor(ref)
 	if !ok {
-		return lock.Image{}, fmt.Errorf("no recipe to assemble %s from source (known: kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, etcd, coredns, pause)", ref)
+		names := slices.Sorted(maps.Keys(Recipes))
+		return lock.Image{}, fmt.Errorf("no recipe to assemble %s from source (known repositories ending in: %s)", ref, strings.Join(names, ", "))
 	}
 	task := b.Progress.Start("assemble "+ref, -1)
 	im, err := AssembleImage(b.Cache, l, ref, r)
 	task.Done(err)
 	return im, err
+}
+
+// rootfsOf finds the locked Debian rootfs called rootfs-<suite>-<name>.
+func rootfsOf(l *lock.Lock, name string) (lock.File, error) {
+	for _, f := range l.Files {
+		if f.Kind == lock.KindRootfs && strings.HasSuffix(f.Name, "-"+name) {
+			return f, nil
+		}
+	}
+	return lock.File{}, fmt.Errorf("no Debian rootfs %q in the lock", name)
 }
 
 // AssembleImage builds ref per recipe from the locked files in cache and
@@ -84,18 +107,24 @@ func AssembleImage(c *fetch.Cache, l *lock.Lock, ref string, r ImageRecipe) (loc
 		entries = append(entries, oci.Entry{Path: d, Dir: true})
 	}
 	if r.Userland {
-		var rootfs *lock.File
-		for i := range l.Files {
-			if l.Files[i].Kind == lock.KindRootfs {
-				rootfs = &l.Files[i]
-			}
-		}
-		if rootfs == nil {
-			return lock.Image{}, fmt.Errorf("%s: no Debian rootfs in the lock for the iptables userland", ref)
+		rootfs, err := rootfsOf(l, userlandRootfs)
+		if err != nil {
+			return lock.Image{}, fmt.Errorf("%s: %w", ref, err)
 		}
 		more, err := kubeProxyUserland(c.FilePath(rootfs.SHA256))
 		if err != nil {
 			return lock.Image{}, err
+		}
+		entries = append(entries, more...)
+	}
+	if r.Busybox {
+		rootfs, err := rootfsOf(l, busyboxRootfs)
+		if err != nil {
+			return lock.Image{}, fmt.Errorf("%s: %w", ref, err)
+		}
+		more, err := busyboxImage(c.FilePath(rootfs.SHA256), ref[strings.LastIndex(ref, ":")+1:])
+		if err != nil {
+			return lock.Image{}, fmt.Errorf("%s: %w", ref, err)
 		}
 		entries = append(entries, more...)
 	}

@@ -77,3 +77,17 @@ func TestKubernetesGoMod(t *testing.T) {
 		}
 	}
 }
+
+func TestDropImports(t *testing.T) {
+	src := "package main\n\nimport (\n\t\"fmt\"\n\t_ \"example.com/a\"\n\t_ \"example.com/b\"\n)\n"
+	got, err := dropImports([]byte(src), []string{"example.com/a"})
+	if err != nil || string(got) != "package main\n\nimport (\n\t\"fmt\"\n\t_ \"example.com/b\"\n)\n" {
+		t.Errorf("dropImports = %q, %v", got, err)
+	}
+	if _, err := dropImports([]byte(src), []string{"example.com/c"}); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("a missing import was not reported: %v", err)
+	}
+	if _, err := dropImports([]byte(src+"\t_ \"example.com/a\"\n"), []string{"example.com/a"}); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("a doubled import was not reported: %v", err)
+	}
+}

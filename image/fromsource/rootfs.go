@@ -22,9 +22,20 @@ import (
 	"kubeboot.dev/kubeboot/image/oci"
 )
 
-// userlandPackages are the Debian packages kube-proxy's image takes its
-// iptables (nft backend), nft and conntrack userland from.
-var userlandPackages = []string{"conntrack", "iptables", "nftables"}
+// Debian rootfs tarballs images take files from, by the name part of their
+// lock entry (rootfs-<suite>-<name>) and their packages.
+const (
+	// userlandRootfs holds the iptables (nft backend), nft and conntrack
+	// userland of the kube-proxy and flannel images.
+	userlandRootfs = "kube-proxy-userland"
+	// busyboxRootfs holds Debian's static BusyBox for the test image.
+	busyboxRootfs = "busybox"
+)
+
+var rootfsPackages = map[string][]string{
+	userlandRootfs: {"conntrack", "iptables", "nftables"},
+	busyboxRootfs:  {"busybox-static"},
+}
 
 // RootfsKey names an mmdebstrap tarball by what determines it. The tar
 // itself lives in the content-addressed cache; <cache>/rootfs/<key>.sha256
@@ -41,11 +52,12 @@ func RootfsKey(suite, mirror, variant string, packages []string) string {
 // files are taken from it, nothing runs inside it. An empty specMirror
 // means the build machine's own Debian mirror; the cache key holds the
 // resolved mirror, the lock's source text names only an explicit one.
-func (b *Builder) debianRootfs(ctx context.Context, suite, specMirror string, packages []string) (lock.File, error) {
+func (b *Builder) debianRootfs(ctx context.Context, suite, specMirror, name string) (lock.File, error) {
 	const variant = "extract"
+	packages := rootfsPackages[name]
 	mirror, fromHost, err := aptmirror.Resolve(specMirror)
 	if err != nil {
-		return lock.File{}, fmt.Errorf("kube-proxy userland rootfs: base.mirror is not set: %w", err)
+		return lock.File{}, fmt.Errorf("%s rootfs: base.mirror is not set: %w", name, err)
 	}
 	key := RootfsKey(suite, mirror, variant, packages)
 	index := filepath.Join(b.Cache.Dir, "rootfs", key+".sha256")
@@ -53,7 +65,7 @@ func (b *Builder) debianRootfs(ctx context.Context, suite, specMirror string, pa
 	if fromHost {
 		source = fmt.Sprintf("mmdebstrap --variant=%s --include=%s %s (build host's Debian mirror)", variant, strings.Join(packages, ","), suite)
 	}
-	file := lock.File{Name: "rootfs-" + suite + "-kube-proxy-userland", Kind: lock.KindRootfs, Version: suite, Source: source}
+	file := lock.File{Name: rootfsName(suite, name), Kind: lock.KindRootfs, Version: suite, Source: source}
 	if data, err := os.ReadFile(index); err == nil {
 		sha := strings.TrimSpace(string(data))
 		if b.Cache.HasFile(sha) {
@@ -88,6 +100,8 @@ func (b *Builder) debianRootfs(ctx context.Context, suite, specMirror string, pa
 	file.SHA256, file.Size = sha, st.Size()
 	return file, nil
 }
+
+func rootfsName(suite, name string) string { return "rootfs-" + suite + "-" + name }
 
 // tarFS is a rootfs tarball held in memory, by clean relative path.
 type tarFS map[string]tarEntry
@@ -130,6 +144,7 @@ var libDirs = []string{"usr/lib/x86_64-linux-gnu", "usr/lib", "lib/x86_64-linux-
 // closure collects files into the image: each symlink on the way and the
 // final file; ELF files pull in their DT_NEEDED libraries.
 type closure struct {
+	what    string // the rootfs's name, for errors
 	fs      tarFS
 	entries map[string]oci.Entry
 }
@@ -139,7 +154,7 @@ func (c *closure) add(p string) error {
 	for hops := 0; hops < 16; hops++ {
 		e, ok := c.fs[p]
 		if !ok {
-			return fmt.Errorf("kube-proxy userland: %s is not in the Debian rootfs", p)
+			return fmt.Errorf("%s: %s is not in the Debian rootfs", c.what, p)
 		}
 		switch e.hdr.Typeflag {
 		case tar.TypeSymlink:
@@ -157,10 +172,10 @@ func (c *closure) add(p string) error {
 			c.entries["/"+p] = oci.Entry{Path: "/" + p, Data: e.data, Mode: os.FileMode(e.hdr.Mode).Perm()}
 			return c.addNeeded(p, e.data)
 		default:
-			return fmt.Errorf("kube-proxy userland: %s is neither a file nor a symlink", p)
+			return fmt.Errorf("%s: %s is neither a file nor a symlink", c.what, p)
 		}
 	}
-	return fmt.Errorf("kube-proxy userland: too many symlinks at %s", p)
+	return fmt.Errorf("%s: too many symlinks at %s", c.what, p)
 }
 
 func (c *closure) addNeeded(p string, data []byte) error {
@@ -169,7 +184,7 @@ func (c *closure) addNeeded(p string, data []byte) error {
 	}
 	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("kube-proxy userland: %s: %w", p, err)
+		return fmt.Errorf("%s: %s: %w", c.what, p, err)
 	}
 	needed, err := f.DynString(elf.DT_NEEDED)
 	if err != nil {
@@ -187,7 +202,7 @@ func (c *closure) addNeeded(p string, data []byte) error {
 			}
 		}
 		if !found {
-			return fmt.Errorf("kube-proxy userland: %s needs %s, not found in the rootfs", p, lib)
+			return fmt.Errorf("%s: %s needs %s, not found in the rootfs", c.what, p, lib)
 		}
 	}
 	return nil
@@ -201,7 +216,7 @@ func kubeProxyUserland(rootfsTar string) ([]oci.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &closure{fs: fs, entries: map[string]oci.Entry{}}
+	c := &closure{what: "kube-proxy userland", fs: fs, entries: map[string]oci.Entry{}}
 	roots := []string{"usr/sbin/xtables-nft-multi", "usr/sbin/nft", "usr/sbin/conntrack", "usr/lib64/ld-linux-x86-64.so.2"}
 	for name := range fs {
 		if strings.HasPrefix(name, "usr/lib/x86_64-linux-gnu/xtables/") && strings.HasSuffix(name, ".so") {
@@ -226,9 +241,46 @@ func kubeProxyUserland(rootfsTar string) ([]oci.Entry, error) {
 	}
 	c.entries["/usr/bin"] = oci.Entry{Path: "/usr/bin", Dir: true}
 	c.entries["/run"] = oci.Entry{Path: "/run", Dir: true}
+	return c.list(), nil
+}
+
+func (c *closure) list() []oci.Entry {
 	out := make([]oci.Entry, 0, len(c.entries))
 	for _, e := range c.entries {
 		out = append(out, e)
+	}
+	return out
+}
+
+// busyboxApplets are the commands the test image links to BusyBox: what
+// the end-to-end tests run in a pod (reach another pod, resolve a name,
+// serve and fetch HTTP, wait) and what a person debugging needs.
+var busyboxApplets = []string{"cat", "echo", "env", "hostname", "httpd", "ip", "ls", "nc", "nslookup",
+	"ping", "ping6", "ps", "sh", "sleep", "true", "wget"}
+
+// busyboxImage takes Debian's static BusyBox from the rootfs tar as
+// /bin/busybox, links the applets to it, and checks it is the version the
+// image is tagged with (its banner, "BusyBox v1.37.0 ...", is in the
+// binary), so the tag cannot drift from the content.
+func busyboxImage(rootfsTar, tag string) ([]oci.Entry, error) {
+	fs, err := readTarFS(rootfsTar)
+	if err != nil {
+		return nil, err
+	}
+	c := &closure{what: "busybox", fs: fs, entries: map[string]oci.Entry{}}
+	if err := c.add("usr/bin/busybox"); err != nil {
+		return nil, err
+	}
+	bin := c.entries["/usr/bin/busybox"]
+	if len(c.entries) != 1 || bin.Data == nil {
+		return nil, fmt.Errorf("busybox: /usr/bin/busybox of busybox-static is not one static file")
+	}
+	if !bytes.Contains(bin.Data, []byte("BusyBox v"+tag+" ")) {
+		return nil, fmt.Errorf("busybox: the image is tagged %s but usr/bin/busybox is another version (no \"BusyBox v%s \" banner)", tag, tag)
+	}
+	out := []oci.Entry{{Path: "/bin/busybox", Data: bin.Data, Mode: 0o755}}
+	for _, a := range busyboxApplets {
+		out = append(out, oci.Entry{Path: "/bin/" + a, Link: "busybox"})
 	}
 	return out, nil
 }

@@ -75,7 +75,7 @@ func TestKubeProxyUserland(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &Builder{Cache: c, Progress: progress.Discard}
-	f, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandPackages)
+	f, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandRootfs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,8 +133,85 @@ func TestKubeProxyUserland(t *testing.T) {
 		t.Errorf("conntrack --version: %s", out)
 	}
 	// Reusing the cached rootfs must give the same entry.
-	again, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandPackages)
+	again, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, userlandRootfs)
 	if err != nil || again != f {
 		t.Errorf("second debianRootfs: %+v %v, want %+v", again, err, f)
+	}
+}
+
+// TestBusyboxImage makes the busybox-static rootfs, assembles the test
+// image's files for the tag configs/image.yaml names, unpacks them and
+// runs applets from them; a tag naming another version is refused.
+func TestBusyboxImage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mmdebstrap, chroot)")
+	}
+	for _, tool := range []string{"mmdebstrap", "chroot"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/setup-host.sh installs it)", tool)
+		}
+	}
+	s, err := spec.Load("../../configs/image.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref string
+	for _, e := range s.Images.Extras {
+		if e.From == spec.FromBuilt && strings.Contains(e.Ref, "/busybox:") {
+			ref = e.Ref
+		}
+	}
+	if ref == "" {
+		t.Fatal("configs/image.yaml has no built busybox extra")
+	}
+	tag := ref[strings.LastIndex(ref, ":")+1:]
+	c, err := fetch.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Builder{Cache: c, Progress: progress.Discard}
+	f, err := b.debianRootfs(context.Background(), s.Base.Suite, s.Base.Mirror, busyboxRootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Name != "rootfs-trixie-busybox" || !strings.Contains(f.Source, "--include=busybox-static trixie") {
+		t.Errorf("lock entry %+v", f)
+	}
+	if _, err := busyboxImage(c.FilePath(f.SHA256), "1.0.0"); err == nil || !strings.Contains(err.Error(), "tagged 1.0.0") {
+		t.Errorf("a wrong tag was not refused: %v", err)
+	}
+	entries, err := busyboxImage(c.FilePath(f.SHA256), tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := oci.Build(c.TempDir(), oci.Config{}, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	untar(t, rc, root)
+	rc.Close()
+	r, _ := RecipeFor(ref)
+	out, err := exec.Command("chroot", append([]string{root}, append(r.Entrypoint, r.VersionArgs...)...)...).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "BusyBox v"+tag+" ") {
+		t.Errorf("%v: %v\n%s", append(r.Entrypoint, r.VersionArgs...), err, out)
+	}
+	for _, a := range busyboxApplets {
+		if _, err := os.Readlink(filepath.Join(root, "bin", a)); err != nil {
+			t.Errorf("applet %s: %v", a, err)
+		}
+	}
+	out, err = exec.Command("chroot", root, "/bin/sh", "-c", "echo ok; nslookup 2>&1 | head -n 1").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "ok\n") {
+		t.Errorf("sh -c in the image: %v\n%s", err, out)
 	}
 }

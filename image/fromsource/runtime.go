@@ -97,3 +97,30 @@ func (e *unknownPluginError) Error() string {
 	sort.Strings(names)
 	return "runtime.cniPlugins.plugins: unknown plugin " + e.name + " (known: " + strings.Join(names, ", ") + ")"
 }
+
+// flannelModule builds flanneld and install-conf (the atomic file copy the
+// DaemonSet's init container uses to install the CNI config, so the image
+// needs no shell). Upstream links flanneld statically with cgo on amd64 (the
+// udp backend has C code); so does this recipe (glibc's libc.a, which
+// pause's static build needs too). The tencent-vpc backend is
+// left out: the proxy does not serve its Tencent Cloud SDK.
+func flannelModule(version string) *goModule {
+	return &goModule{dir: "flannel-" + version, require: "github.com/flannel-io/flannel@" + version,
+		patch: sourcePatch{file: "main.go", drops: []string{"github.com/flannel-io/flannel/pkg/backend/tencentvpc"}},
+		targets: []goTarget{
+			{name: "flanneld", kind: lock.KindBinary, version: version, pkg: "github.com/flannel-io/flannel",
+				cgo: true, static: true, tags: []string{"netgo", "osusergo"},
+				ldflags: []string{"-X", "github.com/flannel-io/flannel/pkg/version.Version=" + version}},
+			{name: "flannel-install-conf", kind: lock.KindBinary, version: version, pkg: "github.com/flannel-io/flannel/cmd/install_conf"},
+		}}
+}
+
+// flannelCNIModule builds the flannel CNI plugin, which reads the node's
+// /run/flannel/subnet.env and delegates to the bridge plugin.
+func flannelCNIModule(version string) *goModule {
+	return &goModule{dir: "flannel-cni-" + version, require: "github.com/containernetworking/plugins@" + version, targets: []goTarget{
+		{name: "cni-flannel", kind: lock.KindCNIPlugin, version: version,
+			pkg:     "github.com/containernetworking/plugins/plugins/meta/flannel",
+			ldflags: []string{"-X", "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=" + version}},
+	}}
+}

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"kubeboot.dev/kubeboot/internal/redact"
 )
 
 // Required are the packages the image layout itself depends on, added to
@@ -77,7 +79,7 @@ func Build(ctx context.Context, dir, lockFile string, opts Options, log *os.File
 		cmd.Stdout, cmd.Stderr = log, log
 	}
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("mmdebstrap %s %s (%s): %w\n%s", opts.Suite, opts.Mirror, strings.Join(opts.PackageList(), ","), err, tail(out.String()))
+		return fmt.Errorf("mmdebstrap %s %s (%s): %w\n%s", opts.Suite, redact.URL(opts.Mirror), strings.Join(opts.PackageList(), ","), err, tail(out.String()))
 	}
 	versions, err := Versions(dir)
 	if err != nil {

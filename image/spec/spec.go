@@ -34,17 +34,18 @@ const (
 
 // ImageSpec is the document in configs/image.yaml.
 type ImageSpec struct {
-	APIVersion string     `yaml:"apiVersion"`
-	Kind       string     `yaml:"kind"`
-	Metadata   Metadata   `yaml:"metadata"`
-	Source     Source     `yaml:"source"`
-	Kubernetes Kubernetes `yaml:"kubernetes"`
-	Runtime    Runtime    `yaml:"runtime"`
-	Images     Images     `yaml:"images"`
-	Upstream   *Upstreams `yaml:"upstream,omitempty"`
-	Base       Base       `yaml:"base"`
-	Overlays   string     `yaml:"overlays"`
-	Output     Output     `yaml:"output"`
+	APIVersion string      `yaml:"apiVersion"`
+	Kind       string      `yaml:"kind"`
+	Metadata   Metadata    `yaml:"metadata"`
+	Source     Source      `yaml:"source"`
+	Kubernetes Kubernetes  `yaml:"kubernetes"`
+	Runtime    Runtime     `yaml:"runtime"`
+	Images     Images      `yaml:"images"`
+	PodNetwork *PodNetwork `yaml:"podNetwork,omitempty"`
+	Upstream   *Upstreams  `yaml:"upstream,omitempty"`
+	Base       Base        `yaml:"base"`
+	Overlays   string      `yaml:"overlays"`
+	Output     Output      `yaml:"output"`
 
 	// path is where the spec was read from; relative paths resolve against
 	// its directory.
@@ -85,11 +86,37 @@ type Images struct {
 
 // Extra is an extra image: a plain reference is pulled from its registry;
 // From takes it from a local OCI layout directory ("oci-layout:DIR") or
-// OCI archive ("oci-archive:FILE"), relative to the spec.
+// OCI archive ("oci-archive:FILE"), relative to the spec, or, with source
+// fromSource, FromBuilt assembles it here by the recipe named by the last
+// element of its repository (image/fromsource).
 type Extra struct {
 	Ref  string `yaml:"ref"`
 	From string `yaml:"from,omitempty"`
 }
+
+// FromBuilt is the Extra.From of an image assembled by the from-source build.
+const FromBuilt = "built"
+
+// PodNetwork pins the pod network built from source: flannel's flanneld and
+// install-conf, assembled as the image FlannelImage(Flannel), and the
+// flannel CNI plugin, installed on the node as /opt/cni/bin/flannel.
+type PodNetwork struct {
+	// Flannel is the github.com/flannel-io/flannel module version.
+	Flannel string `yaml:"flannel"`
+	// FlannelCNIPlugin is the github.com/containernetworking/plugins
+	// version whose plugins/meta/flannel is built (v0.9.1 is its last
+	// release there; github.com/flannel-io/cni-plugin, where it lives now,
+	// is not served by the Go module proxy).
+	FlannelCNIPlugin string `yaml:"flannelCNIPlugin"`
+}
+
+// FlannelRepository is the repository of the flannel image; the tag is the
+// flannel version. It is upstream's name, as the control-plane images keep
+// registry.k8s.io's.
+const FlannelRepository = "ghcr.io/flannel-io/flannel"
+
+// FlannelImage is the reference of the flannel image of a version.
+func FlannelImage(version string) string { return FlannelRepository + ":" + version }
 
 // UnmarshalYAML accepts "registry/repo:tag" as short for {ref: ...}.
 func (e *Extra) UnmarshalYAML(n *yaml.Node) error {
@@ -100,13 +127,23 @@ func (e *Extra) UnmarshalYAML(n *yaml.Node) error {
 	return n.Decode((*plain)(e))
 }
 
-// AllImages lists the control-plane images, then the extras' references.
+// AllImages lists the control-plane images, the pod network's, then the
+// extras' references.
 func (s *ImageSpec) AllImages() []string {
 	out := append([]string{}, s.Images.ControlPlane...)
+	out = append(out, s.PodNetworkImages()...)
 	for _, e := range s.Images.Extras {
 		out = append(out, e.Ref)
 	}
 	return out
+}
+
+// PodNetworkImages are the images the podNetwork section makes.
+func (s *ImageSpec) PodNetworkImages() []string {
+	if s.PodNetwork == nil {
+		return nil
+	}
+	return []string{FlannelImage(s.PodNetwork.Flannel)}
 }
 
 // Upstreams says where the official artifacts live (Source: upstream).
@@ -244,11 +281,25 @@ func (s *ImageSpec) Validate() []error {
 	if len(s.Images.ControlPlane) == 0 {
 		bad("images.controlPlane", "must list the images kubeadm needs (kubeadm config images list)")
 	}
+	if pn := s.PodNetwork; pn != nil {
+		if s.Source != FromSource {
+			bad("podNetwork", "only allowed with source: %s (with upstream, list the flannel image under images.extras and the plugin under upstream.files)", FromSource)
+		}
+		for _, fv := range [][2]string{{"podNetwork.flannel", pn.Flannel}, {"podNetwork.flannelCNIPlugin", pn.FlannelCNIPlugin}} {
+			if !semverRE.MatchString(fv[1]) {
+				bad(fv[0], "must look like v1.2.3, got %q", fv[1])
+			}
+		}
+	}
 	seen := map[string]bool{}
+	cp, pn := len(s.Images.ControlPlane), len(s.PodNetworkImages())
 	for i, r := range s.AllImages() {
 		field := fmt.Sprintf("images.controlPlane[%d]", i)
-		if i >= len(s.Images.ControlPlane) {
-			field = fmt.Sprintf("images.extras[%d]", i-len(s.Images.ControlPlane))
+		switch {
+		case i >= cp+pn:
+			field = fmt.Sprintf("images.extras[%d]", i-cp-pn)
+		case i >= cp:
+			field = "podNetwork.flannel"
 		}
 		if !refRE.MatchString(r) {
 			bad(field, "%q is not a full reference registry/repository:tag", r)
@@ -259,8 +310,13 @@ func (s *ImageSpec) Validate() []error {
 		seen[r] = true
 	}
 	for i, e := range s.Images.Extras {
-		if e.From != "" && !strings.HasPrefix(e.From, "oci-layout:") && !strings.HasPrefix(e.From, "oci-archive:") {
-			bad(fmt.Sprintf("images.extras[%d].from", i), "%q must start with oci-layout: or oci-archive:", e.From)
+		switch {
+		case e.From == FromBuilt:
+			if s.Source != FromSource {
+				bad(fmt.Sprintf("images.extras[%d].from", i), "%q needs source: %s", FromBuilt, FromSource)
+			}
+		case e.From != "" && !strings.HasPrefix(e.From, "oci-layout:") && !strings.HasPrefix(e.From, "oci-archive:"):
+			bad(fmt.Sprintf("images.extras[%d].from", i), "%q must be %q or start with oci-layout: or oci-archive:", e.From, FromBuilt)
 		}
 	}
 	if s.Upstream != nil {

@@ -35,8 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"kubeboot.dev/kubeboot/image/artifacts"
-	"kubeboot.dev/kubeboot/image/fetch"
+	"kubeboot.dev/kubeboot/internal/cachetest"
 )
 
 // Options choose what runs besides etcd and kube-apiserver.
@@ -114,39 +113,16 @@ type EtcdMember struct {
 // Binaries are the cached binaries the control plane needs.
 var Binaries = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager"}
 
-// binaries finds Binaries in the artifact cache through configs/image.lock,
-// or skips the test naming what is missing.
+// binaries finds Binaries in the artifact cache by configs/image.lock
+// (internal/cachetest), or skips the test naming what is missing.
 func binaries(tb testing.TB) map[string]string {
 	tb.Helper()
 	if runtime.GOOS != "linux" {
 		tb.Skip("the control plane binaries are linux/amd64")
 	}
-	_, self, _, _ := runtime.Caller(0)
-	specPath := filepath.Join(filepath.Dir(self), "..", "..", "configs", "image.yaml")
-	if p := os.Getenv("KUBEBOOT_TEST_SPEC"); p != "" {
-		specPath = p
-	}
-	cache, err := fetch.DefaultDir()
-	if err != nil {
-		tb.Skipf("no artifact cache: %v", err)
-	}
-	set, items, err := artifacts.Resolve(specPath, cache)
-	if err != nil {
-		tb.Skipf("the artifact set of %s cannot be read: %v", specPath, err)
-	}
 	out := map[string]string{}
 	for _, name := range Binaries {
-		p, ok := set.Binaries[name]
-		cached := false
-		for _, it := range items {
-			if it.Name == name && it.Cached {
-				cached = true
-			}
-		}
-		if !ok || !cached {
-			tb.Skipf("%s is not in the artifact cache %s (run make artifacts)", name, cache)
-		}
-		out[name] = p
+		out[name] = cachetest.File(tb, name)
 	}
 	return out
 }

@@ -1,0 +1,113 @@
+package podnetwork
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/machineconfig"
+)
+
+// AdminKubeconfig is the kubeconfig kubeadm init writes; the stage talks
+// to the cluster with it.
+const AdminKubeconfig = "/etc/kubernetes/admin.conf"
+
+// requestTimeout bounds each API request; the engine retries the stage.
+const requestTimeout = 30 * time.Second
+
+// New returns the pod network stage. The engine runs it on the init node
+// after kubeadm init.
+func New() stage.Stage { return podNetworkStage{} }
+
+type podNetworkStage struct{}
+
+func (podNetworkStage) Name() string { return "podnetwork" }
+
+// Inputs is what the stage reads from the config. The flannel image comes
+// from the node image, not the config: a new node image is a reflash.
+func (podNetworkStage) Inputs(cfg *machineconfig.MachineConfig) any {
+	return struct {
+		PodSubnet string
+		Backend   machineconfig.PodNetworkBackend
+	}{cfg.Kubernetes.PodSubnet, cfg.Kubernetes.PodNetwork.Backend}
+}
+
+// Validate renders the manifests: the image index must list flannel and
+// the config must render, before anything is changed.
+func (podNetworkStage) Validate(ctx context.Context, env *stage.Env) error {
+	_, err := objects(env)
+	return err
+}
+
+// Plan lists the objects Apply would create or update. Before kubeadm
+// init has written admin.conf there is no cluster yet: every object is to
+// be created.
+func (podNetworkStage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
+	objs, err := objects(env)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := restConfig(env)
+	if errors.Is(err, fs.ErrNotExist) {
+		changes := make([]stage.Change, len(objs))
+		for i, o := range objs {
+			changes[i] = stage.Change("create " + describe(o))
+		}
+		return changes, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Plan(ctx, rc, objs)
+}
+
+func (podNetworkStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
+	objs, err := objects(env)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := restConfig(env)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, stage.Temporary(fmt.Errorf("%s does not exist yet: kubeadm init has not finished", AdminKubeconfig))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Apply(ctx, rc, objs)
+}
+
+func objects(env *stage.Env) ([]*unstructured.Unstructured, error) {
+	image, err := Image(env.Path(ImagesIndex))
+	if err != nil {
+		return nil, err
+	}
+	return Render(env.Config, image)
+}
+
+// restConfig reads admin.conf under env.Root. Its errors name the file,
+// never its contents (it holds the admin's private key).
+func restConfig(env *stage.Env) (*rest.Config, error) {
+	p := env.Path(AdminKubeconfig)
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > maxIndexSize {
+		return nil, fmt.Errorf("%s is %d bytes, more than a kubeconfig can be (%d)", AdminKubeconfig, st.Size(), maxIndexSize)
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", AdminKubeconfig, err)
+	}
+	rc.Timeout = requestTimeout
+	rc.UserAgent = "kubeboot-bootstrapd"
+	return rc, nil
+}
