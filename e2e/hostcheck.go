@@ -63,12 +63,13 @@ func (vm *VM) CheckKubeletIdle(ctx context.Context) (string, error) {
 	return "kubelet enabled and idle until kubeadm writes /var/lib/kubelet/config.yaml", nil
 }
 
-// wantPorts is what firewalld must list for the config: the role's ports
-// plus the config's own.
+// wantPorts is what firewalld must list for the config: the role's and the
+// pod network's ports plus the config's own.
 func wantPorts(cfg *machineconfig.MachineConfig) []string {
 	var want []string
 	if cfg.Firewall.KubernetesPorts == nil || *cfg.Firewall.KubernetesPorts {
-		for _, p := range firewall.RolePorts(cfg.Role) {
+		ports := append(firewall.RolePorts(cfg.Role), firewall.PodNetworkPorts(cfg.Kubernetes.PodNetwork.Backend)...)
+		for _, p := range ports {
 			want = append(want, p.String())
 		}
 	}

@@ -70,6 +70,7 @@ type sc struct {
 	*env
 	rep   *ScenarioReport
 	start time.Time
+	boots []*boot
 }
 
 // TestLab runs the end-to-end scenarios under QEMU. It needs root, the
@@ -198,6 +199,7 @@ func (e *env) runScenario(scn scenario, rep *ScenarioReport) bool {
 		rep.Error = err.Error()
 		e.t.Errorf("scenario %s: %v", scn.name, err)
 		fmt.Printf("e2e: %s: FAIL after %.0f s: %v\n", scn.name, rep.Seconds, err)
+		s.timingsOfFailedBoots()
 		for _, vm := range e.lab.VMs() {
 			rep.Evidence = append(rep.Evidence, vm.Evidence(context.Background())...)
 		}
@@ -206,6 +208,22 @@ func (e *env) runScenario(scn scenario, rep *ScenarioReport) bool {
 	rep.Passed = true
 	fmt.Printf("e2e: %s: PASS in %.0f s\n", scn.name, rep.Seconds)
 	return true
+}
+
+// timingsOfFailedBoots reads what the guests know of the boots a failure
+// cut short (the last boot of each running VM), best effort.
+func (s *sc) timingsOfFailedBoots() {
+	last := map[*VM]*boot{}
+	for _, b := range s.boots {
+		last[b.vm] = b
+	}
+	for vm, b := range last {
+		if vm.Running() && len(b.Stages) == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			_ = vm.Timings(ctx, b.BootReport)
+			cancel()
+		}
+	}
 }
 
 // ok records a check that held.
@@ -237,6 +255,7 @@ func (s *sc) newBoot(vm *VM, kind string, origin time.Time, mark int) *boot {
 		b.QEMUStartedAt = vm.Started.Sub(s.start).Seconds()
 	}
 	s.rep.Boots = append(s.rep.Boots, b.BootReport)
+	s.boots = append(s.boots, b)
 	return b
 }
 

@@ -178,14 +178,11 @@ func (s *sc) failover(ctx context.Context, vm *VM, cfg *machineconfig.MachineCon
 			}
 			time.Sleep(time.Second)
 		}
-		// ARP caches on the lab's bridges learn the new port.
-		var err error
-		for range 10 {
-			if err = ping(); err == nil {
-				return nil
-			}
+		// Ping retries while the bridges learn the new port.
+		if err := ping(); err != nil {
+			return fmt.Errorf("%s: no answer with %s active: %w", vm.Name, want, err)
 		}
-		return fmt.Errorf("%s: no answer with %s active: %w", vm.Name, want, err)
+		return nil
 	}
 	if err := step(false, other); err != nil {
 		return err

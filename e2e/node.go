@@ -85,7 +85,8 @@ func (vm *VM) WaitBootstrapd(ctx context.Context, phase string) (*progress.Boot,
 				}
 				ended, failed := finished(s)
 				if failed {
-					return b, fmt.Errorf("%s: bootstrapd stage %s failed on this boot:\n%s", vm.Name, s.Stage, vm.Status(ctx))
+					status := vm.Status(ctx)
+					return b, fmt.Errorf("%s: bootstrapd stage %s failed on this boot: %s\n%s", vm.Name, s.Stage, failedLine(status), status)
 				}
 				all = all && ended
 			}
@@ -102,6 +103,16 @@ func (vm *VM) WaitBootstrapd(ctx context.Context, phase string) (*progress.Boot,
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// failedLine is the reason on status's "failed:" line.
+func failedLine(status string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if r, ok := strings.CutPrefix(l, "failed:"); ok {
+			return strings.TrimSpace(r)
+		}
+	}
+	return "(bootstrapd status names no reason)"
 }
 
 func phaseName(p string) string {
