@@ -214,6 +214,9 @@ func (s *sc) reboot(ctx context.Context) error {
 	if err := s.finish(ctx, b); err != nil {
 		return err
 	}
+	if err := s.checkSystem(ctx, vm, true); err != nil {
+		return err
+	}
 	status := vm.Status(ctx)
 	var reapplied []string
 	for _, st := range p.Steps {
@@ -240,9 +243,17 @@ func (s *sc) reboot(ctx context.Context) error {
 		return fmt.Errorf("/etc/kubeboot-e2e after the reboot: %q (%v), want %s", out, err, token)
 	}
 	s.ok("ctl: /etc changes and the machine id persist across the reboot")
+	if err := s.checkNetwork(ctx, vm, n.cfg); err != nil {
+		return err
+	}
 	if err := s.awaitReady(ctx, b, n); err != nil {
 		return err
 	}
+	checks, err := vm.CheckFirewall(ctx, n.cfg, n.addr, 6443, false)
+	if err != nil {
+		return err
+	}
+	s.oks("ctl: after the reboot: ", checks)
 	if err := s.kubeSystemRunning(ctx); err != nil {
 		return err
 	}
@@ -393,6 +404,9 @@ func (s *sc) bootNode(ctx context.Context, n *node, kind string, origin time.Tim
 		return b, err
 	}
 	b.DoneAt = b.since(time.Now())
+	if err := s.checkSystem(ctx, n.vm, true); err != nil {
+		return b, err
+	}
 	if err := s.finish(ctx, b); err != nil {
 		return b, err
 	}

@@ -334,6 +334,41 @@ func (s *sc) checkHostname(ctx context.Context, vm *VM, cfg *machineconfig.Machi
 	return nil
 }
 
+// checkSystem: systemd finished the boot with multi-user.target active and
+// no failed unit; a node that cannot join (the network scenario's, with no
+// control plane) may have bootstrapd.service failed, and only that.
+func (s *sc) checkSystem(ctx context.Context, vm *VM, joins bool) error {
+	state, failed, err := vm.SystemState(ctx, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	if _, err := vm.Check(ctx, "systemctl is-active multi-user.target", time.Minute); err != nil {
+		return err
+	}
+	allowed := []string{}
+	if !joins {
+		allowed = append(allowed, "bootstrapd.service")
+	}
+	for _, u := range failed {
+		if !slices.Contains(allowed, u) {
+			out, _ := vm.Check(ctx, "systemctl status --no-pager -n 20 "+u, time.Minute)
+			return fmt.Errorf("%s: unit %s failed (system %s):\n%s", vm.Name, u, state, out)
+		}
+	}
+	if joins && state != "running" {
+		return fmt.Errorf("%s: systemd's state is %q, want running", vm.Name, state)
+	}
+	s.ok("%s: multi-user.target active, system %s, failed units: %s", vm.Name, state, orNone(failed))
+	return nil
+}
+
+func orNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
 // checkNetwork: the config's network is in place and every static IPv4
 // address on a lab bridge answers ping from the lab.
 func (s *sc) checkNetwork(ctx context.Context, vm *VM, cfg *machineconfig.MachineConfig) error {

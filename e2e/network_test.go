@@ -117,6 +117,9 @@ func (s *sc) checkBondNode(ctx context.Context, vm *VM, cfg *machineconfig.Machi
 	if err := s.checkNetwork(ctx, vm, cfg); err != nil {
 		return err
 	}
+	if err := s.checkSystem(ctx, vm, false); err != nil {
+		return err
+	}
 	for _, gw := range []string{"172.16.0.254", "10.0.0.254"} {
 		if _, err := vm.Check(ctx, "ping -c 1 -W 5 "+gw, time.Minute); err != nil {
 			return fmt.Errorf("the node cannot reach the lab's gateway %s: %w", gw, err)
@@ -241,5 +244,12 @@ func (s *sc) persistence(ctx context.Context, vm *VM, cfg *machineconfig.Machine
 	if err := s.checkNetwork(ctx, vm, cfg); err != nil {
 		return err
 	}
+	bond := cfg.Network.Bonds[0]
+	addr, _, _ := strings.Cut(bond.Addresses[0], "/")
+	checks, err := vm.CheckFirewall(ctx, cfg, addr, 10250, true)
+	if err != nil {
+		return err
+	}
+	s.oks(vm.Name+": after the power cycle: ", checks)
 	return s.finish(ctx, b)
 }

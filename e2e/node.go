@@ -146,6 +146,8 @@ func (vm *VM) Timings(ctx context.Context, b *BootReport) error {
 	} else {
 		errs = append(errs, err)
 	}
+	// Where the boot's time went, for the shell transcript.
+	_, _ = vm.Run(ctx, "systemd-analyze critical-chain --no-pager bootstrapd.service multi-user.target", time.Minute)
 	if p, err := vm.Progress(ctx); err != nil {
 		errs = append(errs, err)
 	} else if p != nil {
@@ -157,6 +159,21 @@ func (vm *VM) Timings(ctx context.Context, b *BootReport) error {
 		b.DoneMarker = d.Stages
 	}
 	return errors.Join(errs...)
+}
+
+// SystemState waits (at most limit) for the boot to finish starting units
+// and returns systemd's state (running, degraded, ...) and the failed units.
+func (vm *VM) SystemState(ctx context.Context, limit time.Duration) (string, []string, error) {
+	r, err := vm.Run(ctx, fmt.Sprintf("timeout %d systemctl is-system-running --wait", int(limit.Seconds())), limit+time.Minute)
+	if err != nil {
+		return "", nil, err
+	}
+	state := strings.TrimSpace(r.String())
+	out, err := vm.Check(ctx, "systemctl list-units --failed --plain --no-legend --no-pager | cut -d' ' -f1", time.Minute)
+	if err != nil {
+		return state, nil, err
+	}
+	return state, strings.Fields(out), nil
 }
 
 // Evidence keeps what explains a failure, beside the serial consoles
