@@ -733,7 +733,7 @@ func (s *sc) etcdMembers(ctx context.Context) (map[string]uint64, error) {
 		}
 	}
 	slices.Sort(want)
-	etcdctl := `id=$(crictl ps -q --name '^etcd$' --state running | head -n 1); [ -n "$id" ] || { echo no running etcd container; exit 1; }; crictl exec "$id" etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key `
+	etcdctl := `id=$(crictl --runtime-endpoint unix:///run/containerd/containerd.sock ps -q --name '^etcd$' --state running | head -n 1); [ -n "$id" ] || { echo no running etcd container; exit 1; }; crictl --runtime-endpoint unix:///run/containerd/containerd.sock exec "$id" etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key `
 	var last string
 	for {
 		members, health, err := func() (map[string]uint64, string, error) {
