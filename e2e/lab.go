@@ -34,9 +34,13 @@ const (
 	GatewayData = "10.0.0.254/24"
 )
 
-// nsPrefix names the lab's namespaces: kblab-PID, so a later run can tell a
-// namespace whose test process died from a running lab's.
-const nsPrefix = "kblab-"
+// nsPrefix names the lab's namespaces (kblab-PID) and workPrefix its work
+// directories (kubeboot-e2e-PID-*), so a later run can tell those of a
+// test process that died from a running lab's.
+const (
+	nsPrefix   = "kblab-"
+	workPrefix = "kubeboot-e2e-"
+)
 
 // Options configure a lab.
 type Options struct {
@@ -59,6 +63,9 @@ type Lab struct {
 	mu       sync.Mutex
 	undo     []undoStep
 	closed   bool
+	closing  sync.Once
+	closeErr error
+	stopped  string // the signal that tore the lab down
 	vms      []*VM
 	hosts    map[string]string // name -> address, the namespace's /etc/hosts
 	stopSigs func()
@@ -89,7 +96,7 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := os.MkdirAll(l.Out, 0o755); err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "kubeboot-e2e-")
+	work, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", workPrefix, os.Getpid()))
 	if err != nil {
 		return err
 	}
@@ -254,21 +261,35 @@ func (l *Lab) VMs() []*VM {
 	return slices.Clone(l.vms)
 }
 
-// onClose registers an undo step; Close runs them last first.
+// onClose registers an undo step; Close runs them last first. After
+// Close, the step runs at once.
 func (l *Lab) onClose(what string, fn func() error) {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		_ = fn()
+		return
+	}
 	defer l.mu.Unlock()
 	l.undo = append(l.undo, undoStep{what, fn})
 }
 
-// Close stops every VM and undoes every step, last first; it is safe to
-// call more than once and from the signal handler.
-func (l *Lab) Close() error {
+func (l *Lab) isClosed() bool {
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close stops every VM and undoes every step, last first. It is safe to
+// call more than once and from the signal handler: a second caller waits
+// for the first to finish.
+func (l *Lab) Close() error {
+	l.closing.Do(func() { l.closeErr = l.teardown() })
+	return l.closeErr
+}
+
+func (l *Lab) teardown() error {
+	l.mu.Lock()
 	l.closed = true
 	vms := slices.Clone(l.vms)
 	undo := l.undo
@@ -291,6 +312,26 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
+// Stopped says why the lab was torn down before its end ("" if it was
+// not): a signal, or the test's deadline.
+func (l *Lab) Stopped() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopped
+}
+
+// Abort tears the lab down now, saying why; whatever runs sees its VMs
+// gone.
+func (l *Lab) Abort(why string) error {
+	l.mu.Lock()
+	if l.stopped == "" {
+		l.stopped = why
+	}
+	l.mu.Unlock()
+	fmt.Fprintf(l.Log, "e2e: %s: tearing the lab down\n", why)
+	return l.Close()
+}
+
 // watchSignals tears the lab down on SIGINT or SIGTERM, then exits with
 // the shell's code for the signal: the test framework would not run
 // cleanups when the process is interrupted.
@@ -303,8 +344,7 @@ func (l *Lab) watchSignals() {
 	go func() {
 		select {
 		case sig := <-ch:
-			fmt.Fprintf(l.Log, "e2e: %s: tearing the lab down\n", sig)
-			if err := l.Close(); err != nil {
+			if err := l.Abort(sig.String()); err != nil {
 				fmt.Fprintf(l.Log, "e2e: teardown: %v\n", err)
 			}
 			os.Exit(128 + int(sig.(syscall.Signal)))
@@ -313,25 +353,29 @@ func (l *Lab) watchSignals() {
 	}()
 }
 
-// removeStaleLabs deletes the namespaces (and their /etc/netns entries) of
-// labs whose test process is gone: a run killed with SIGKILL cannot clean
-// up, and its QEMUs died with it (parent-death signal).
+// removeStaleLabs deletes the namespaces, /etc/netns entries and work
+// directories of labs whose test process is gone: a run killed with
+// SIGKILL cannot clean up (its QEMUs died with it: parent-death signal).
 func removeStaleLabs(log io.Writer) {
-	names, _ := filepath.Glob("/run/netns/" + nsPrefix + "*")
+	namespaces, _ := filepath.Glob("/run/netns/" + nsPrefix + "*")
 	etc, _ := filepath.Glob("/etc/netns/" + nsPrefix + "*")
-	for _, p := range append(names, etc...) {
+	work, _ := filepath.Glob(filepath.Join(os.TempDir(), workPrefix+"*-*"))
+	for _, p := range slices.Concat(namespaces, etc, work) {
 		name := filepath.Base(p)
-		pid, err := strconv.Atoi(strings.TrimPrefix(name, nsPrefix))
+		id := strings.TrimPrefix(strings.TrimPrefix(name, nsPrefix), workPrefix)
+		id, _, _ = strings.Cut(id, "-")
+		pid, err := strconv.Atoi(id)
 		if err != nil || pid == os.Getpid() || processAlive(pid) {
 			continue
 		}
 		fmt.Fprintf(log, "e2e: removing %s of a lab whose process %d is gone\n", p, pid)
 		if strings.HasPrefix(p, "/run/netns/") {
-			if err := deleteNamespace(name); err != nil {
-				fmt.Fprintf(log, "e2e: %v\n", err)
-			}
+			err = deleteNamespace(name)
 		} else {
-			os.RemoveAll(p)
+			err = os.RemoveAll(p)
+		}
+		if err != nil {
+			fmt.Fprintf(log, "e2e: %v\n", err)
 		}
 	}
 }

@@ -111,8 +111,7 @@ func TestLab(t *testing.T) {
 	// everything a little before it.
 	if deadline, ok := t.Deadline(); ok {
 		stop := time.AfterFunc(time.Until(deadline)-2*time.Minute, func() {
-			fmt.Println("e2e: the test's -timeout is near: tearing the lab down")
-			lab.Close()
+			lab.Abort("the test's -timeout is 2 minutes away")
 		})
 		t.Cleanup(func() { stop.Stop() })
 	}
@@ -195,6 +194,9 @@ func (e *env) runScenario(scn scenario, rep *ScenarioReport) bool {
 	cancel()
 	rep.Seconds = time.Since(s.start).Seconds()
 	rep.Memory = e.lab.Memory.Window()
+	if why := e.lab.Stopped(); err != nil && why != "" {
+		err = fmt.Errorf("the lab was torn down (%s): %w", why, err)
+	}
 	if err != nil {
 		rep.Error = err.Error()
 		e.t.Errorf("scenario %s: %v", scn.name, err)

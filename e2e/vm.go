@@ -200,6 +200,9 @@ func (vm *VM) Start(ctx context.Context) error {
 	if vm.cmd != nil {
 		return fmt.Errorf("%s is running", vm.Name)
 	}
+	if vm.lab.isClosed() {
+		return fmt.Errorf("start %s: the lab is torn down", vm.Name)
+	}
 	vm.instance++
 	n := vm.instance
 	var closers []io.Closer
