@@ -257,10 +257,8 @@ func (s *sc) reboot(ctx context.Context) error {
 	if err := s.kubeSystemRunning(ctx); err != nil {
 		return err
 	}
-	if s.nodes["cp2"] != nil && s.nodes["cp2"].vm.Running() {
-		if _, err := s.etcdMembers(ctx); err != nil {
-			return err
-		}
+	if _, err := s.etcdMembers(ctx); err != nil {
+		return err
 	}
 	return s.noSecretsLeaked(ctx, n)
 }
@@ -504,11 +502,13 @@ func readyCondition(n corev1.Node) (bool, time.Time) {
 	return false, time.Time{}
 }
 
-// runningNodes are the names of the cluster's nodes whose VM runs.
-func (s *sc) runningNodes() []string {
+// members are the names of the nodes that joined (in an earlier scenario
+// or this one: also) and whose VM runs: a node whose join failed is left
+// out of what later scenarios expect.
+func (s *sc) members(also *node, controlPlanesOnly bool) []string {
 	var names []string
 	for _, n := range s.nodes {
-		if n.vm.Running() {
+		if (n.member || n == also) && n.vm.Running() && (!controlPlanesOnly || n.cfg.Role.IsControlPlane()) {
 			names = append(names, n.cfg.Hostname)
 		}
 	}
@@ -520,7 +520,7 @@ func (s *sc) runningNodes() []string {
 // Ready, and records when this node's Ready condition became true
 // (the API server's clock; the guests' clocks follow the host's).
 func (s *sc) awaitReady(ctx context.Context, b *boot, n *node) error {
-	want := s.runningNodes()
+	want := s.members(n, false)
 	var last string
 	for {
 		nodes, err := s.getNodes(ctx)
@@ -538,6 +538,7 @@ func (s *sc) awaitReady(ctx context.Context, b *boot, n *node) error {
 			}
 			slices.Sort(names)
 			if slices.Equal(names, want) && len(notReady) == 0 {
+				n.member = true
 				out, _ := s.kubectl(ctx, "get", "nodes", "-o", "wide")
 				s.ok("kubectl get nodes (in the lab, with the kubeconfig copied out of the controller): %s all Ready\n%s", strings.Join(names, ", "), out)
 				return nil
@@ -726,13 +727,7 @@ func (s *sc) podsAcrossNodes(ctx context.Context) error {
 // the member ids by name.
 func (s *sc) etcdMembers(ctx context.Context) (map[string]uint64, error) {
 	ctl := s.nodes["ctl"]
-	var want []string
-	for _, n := range s.nodes {
-		if n.vm.Running() && n.cfg.Role.IsControlPlane() {
-			want = append(want, n.cfg.Hostname)
-		}
-	}
-	slices.Sort(want)
+	want := s.members(nil, true)
 	etcdctl := `id=$(crictl --runtime-endpoint unix:///run/containerd/containerd.sock ps -q --name '^etcd$' --state running | head -n 1); [ -n "$id" ] || { echo no running etcd container; exit 1; }; crictl --runtime-endpoint unix:///run/containerd/containerd.sock exec "$id" etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key `
 	var last string
 	for {

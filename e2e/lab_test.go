@@ -63,6 +63,7 @@ type node struct {
 	cfg    *machineconfig.MachineConfig
 	config string // the config file
 	addr   string // enp1s0's address (without prefix): how the lab reaches it
+	member bool   // joined and was Ready: later scenarios expect it
 }
 
 // sc is one scenario's run.
