@@ -8,10 +8,15 @@
 //	firewall  the role's Kubernetes ports: firewalld, or an own nftables table
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
 //	users     the config's accounts, homes 0700 on STATE (/home is /var/home)
-//	          (the Kubernetes phase begins: images, kubeadm init/join,
-//	          kubelet, tokens, pod network)
-//	kubeconfig  admin.conf as ~/.kube/config for the users (control planes)
-//	wait-ready  this node Ready and its kube-system pods running
+//	          -- READY=1: the host is ready; the Kubernetes phase:
+//	images          the pinned images in containerd, pinned, never pulled
+//	kubelet         kubelet.service enabled, and running once configured
+//	kubeadm-init    kubeadm init, once (init node)
+//	kubeadm-join    the node's earlier life cleared, kubeadm join, once
+//	cluster-access  the bootstrap token, the rebuild RBAC (init node)
+//	podnetwork      flannel's manifests (init node)
+//	kubeconfig      admin.conf as ~/.kube/config for the users (control planes)
+//	wait-ready      this node Ready and its kube-system pods running
 //	done      the done marker under /var/lib/kubeboot
 //
 // The engine (bootstrapd/engine) runs the stages; their records under the
@@ -26,11 +31,15 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"kubeboot.dev/kubeboot/bootstrapd/clusteraccess"
 	"kubeboot.dev/kubeboot/bootstrapd/engine"
 	"kubeboot.dev/kubeboot/bootstrapd/firewall"
 	"kubeboot.dev/kubeboot/bootstrapd/hostname"
+	"kubeboot.dev/kubeboot/bootstrapd/kubeadm"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
+	"kubeboot.dev/kubeboot/bootstrapd/kubelet"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
+	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
@@ -48,6 +57,12 @@ const (
 	PhaseKubernetes = "kubernetes"
 )
 
+// Limits of the kubeadm steps. kubeadm's own waits are 10 minutes each
+// (kubeadmconfig); three attempts of the slowest join fit in the limit.
+var kubeadmRetry = engine.Backoff{Initial: 15 * time.Second, Max: time.Minute, Attempts: 3}
+
+const kubeadmTimeout = 45 * time.Minute
+
 // Plan is the first-boot plan after the config is loaded, in order: the
 // whole boot on one screen, with the rules for each step beside it.
 func Plan() []engine.Step {
@@ -57,9 +72,21 @@ func Plan() []engine.Step {
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase. Before kubeconfig come, in this order:
-		// images, kubeadm-init (init) / kubeadm-join (control-plane,
-		// worker), kubelet, tokens, podnetwork.
+		// The Kubernetes phase. (images comes first.)
+		// Enabled before kubeadm's preflight checks it; running on later boots.
+		{Stage: kubelet.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
+		// Once in the node's life; under TCG kubeadm init takes 2-3 min and
+		// a join waits for the init node. A failed attempt is reset and
+		// retried twice.
+		{Stage: kubeadm.Init(), Kind: engine.Once, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit), Retry: kubeadmRetry, Timeout: kubeadmTimeout},
+		{Stage: kubeadm.Join(), Kind: engine.Once, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleControlPlane, machineconfig.RoleWorker), Retry: kubeadmRetry, Timeout: kubeadmTimeout},
+		// The init node keeps what joining nodes need, and the pod network.
+		{Stage: clusteraccess.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit)},
+		{Stage: podnetwork.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
+			When: engine.ForRoles(machineconfig.RoleInit)},
 		{Stage: kubeconfig.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
 			When: engine.ForRoles(machineconfig.RoleInit, machineconfig.RoleControlPlane)},
 		// Last: minutes under TCG (the control plane's pods start, the pod

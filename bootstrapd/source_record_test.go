@@ -15,10 +15,14 @@ import (
 // bootstrapd status) held a signed URL's query, and named the first URL
 // although the bytes came from a redirect target.
 func TestRecordedSourceIsRedactedAndFinal(t *testing.T) {
-	config, err := os.ReadFile("../configs/worker.yaml")
+	// configs/worker.yaml with its credentials inline: a config from a URL
+	// cannot name a bundle next to it.
+	data, err := os.ReadFile("../configs/worker.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	config := []byte(strings.Replace(string(data), "    secretsBundle: secrets.yaml\n",
+		"    token: abcdef.0123456789abcdef\n    caCertHashes: [\"sha256:"+strings.Repeat("ab", 32)+"\"]\n", 1))
 	final := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(config) }))
 	t.Cleanup(final.Close)
 	first := httptest.NewServer(http.RedirectHandler(final.URL+"/worker.yaml?X-Amz-Signature=deadbeef", http.StatusFound))

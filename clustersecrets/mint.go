@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -86,6 +87,20 @@ func MintEtcdClient(s *machineconfig.ClusterSecrets, ttl time.Duration) (*Client
 	return mint(s.EtcdCA, "etcd CA", pkix.Name{CommonName: EtcdClientName}, ttl)
 }
 
+// MintEtcdPeer makes a certificate from the etcd CA that an etcd member
+// named name serves its peer and client ports with, for a while: the
+// stand-in a reflashed control plane runs to restore etcd's quorum
+// (bootstrapd/rejoin). Like kubeadm's etcd/peer it is for both server and
+// client authentication, with the member's addresses as SANs.
+func MintEtcdPeer(s *machineconfig.ClusterSecrets, name string, ips []net.IP, ttl time.Duration) (*ClientCredentials, error) {
+	return mint(s.EtcdCA, "etcd CA", pkix.Name{CommonName: name}, ttl, func(c *x509.Certificate) {
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		c.KeyUsage |= x509.KeyUsageKeyEncipherment
+		c.DNSNames = []string{name, "localhost"}
+		c.IPAddresses = ips
+	})
+}
+
 // MintNodeRebuildClient makes an API client certificate for
 // NodeRebuildUser from the cluster CA, valid for ttl.
 func MintNodeRebuildClient(s *machineconfig.ClusterSecrets, ttl time.Duration) (*ClientCredentials, error) {
@@ -93,8 +108,9 @@ func MintNodeRebuildClient(s *machineconfig.ClusterSecrets, ttl time.Duration) (
 }
 
 // mint signs an ECDSA P-256 client certificate (fast to make even on a
-// slow node; it lives minutes) backdated like kubeadm's certificates.
-func mint(ca machineconfig.CertAndKey, what string, subject pkix.Name, ttl time.Duration) (*ClientCredentials, error) {
+// slow node; it lives minutes) backdated like kubeadm's certificates; a
+// server certificate when extend says so.
+func mint(ca machineconfig.CertAndKey, what string, subject pkix.Name, ttl time.Duration, extend ...func(*x509.Certificate)) (*ClientCredentials, error) {
 	if ttl <= 0 {
 		return nil, errors.New("mint a client certificate: the lifetime must be positive")
 	}
@@ -126,6 +142,9 @@ func mint(ca machineconfig.CertAndKey, what string, subject pkix.Name, ttl time.
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
+	}
+	for _, e := range extend {
+		e(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, sig.cert, key.Public(), sig.key)
 	if err != nil {

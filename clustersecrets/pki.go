@@ -12,9 +12,6 @@ import (
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
-// PKIDir is kubeadm's default certificatesDir on a node.
-const PKIDir = "/etc/kubernetes/pki"
-
 // pkiFile is one file of kubeadm's certificatesDir that the secrets fill.
 type pkiFile struct {
 	name string // relative to the certificates directory
@@ -40,7 +37,7 @@ func pkiFiles(s *machineconfig.ClusterSecrets) []pkiFile {
 }
 
 // InstallPKI writes the CAs and the service-account key pair into dir
-// (kubeadm's certificatesDir; PKIDir on a node) under kubeadm's names, so
+// (kubeadm's certificatesDir; nodepath.PKIDir on a node) under kubeadm's names, so
 // that kubeadm init and kubeadm join --control-plane use them instead of
 // making their own: ca.crt/.key, front-proxy-ca.crt/.key, etcd/ca.crt/.key,
 // sa.key/.pub. Keys are 0600, certificates 0644, dir and dir/etcd 0700.

@@ -81,6 +81,10 @@ func Render(v View) string {
 	field("bootstrapd", printable.String(summary(v)))
 	if len(v.Lines) > 0 {
 		line("  stages")
+		width := 0
+		for _, l := range v.Lines {
+			width = max(width, len(l.Stage))
+		}
 		for _, l := range v.Lines {
 			if l.State == "not for this role" {
 				continue
@@ -90,7 +94,7 @@ func Render(v View) string {
 			if l.Duration != "" && l.State != "running" && !strings.HasPrefix(l.State, "waits") {
 				timing = l.Duration
 			}
-			line(strings.TrimRight(fmt.Sprintf("    %-13s %-10s %s", l.Stage, printable.String(state), timing), " "))
+			line(strings.TrimRight(fmt.Sprintf("    %-*s %-10s %s", width, l.Stage, printable.String(state), timing), " "))
 			if l.Detail != "" {
 				detail := strings.TrimPrefix(l.Detail, "stage "+l.Stage+": ")
 				for _, w := range wrap(printable.String(detail), "      ", detailLines) {

@@ -590,8 +590,8 @@ func TestStepRetryAndTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "time limit of 200ms") {
 		t.Fatalf("err = %v, want the time limit", err)
 	}
-	if d := time.Since(start); d > 5*time.Second || len(f.calls) < 3 {
-		t.Errorf("took %v with %d attempts; want the step stopped by its time limit after a few retries", d, len(f.calls))
+	if d := time.Since(start); d > 5*time.Second || len(f.calls) < 2 {
+		t.Errorf("took %v with %d attempts; want the step retried, then stopped by its time limit", d, len(f.calls))
 	}
 	plan[0].Timeout = 0
 	plan[0].Retry.Attempts = 2

@@ -87,7 +87,8 @@ const (
 	// patch, applied in order.
 	kubeletPatchFile = "kubeletconfiguration+merge.yaml"
 
-	criSocket    = "unix:///run/containerd/containerd.sock"
+	// CRISocket is containerd's, where the image runs it.
+	CRISocket    = "unix:///run/containerd/containerd.sock"
 	cgroupDriver = "systemd"
 	// The images are baked into the node; kubeadm must not try to pull.
 	imagePullPolicy = "Never"
@@ -400,7 +401,7 @@ func registration(cfg *machineconfig.MachineConfig, ips []netip.Addr) nodeRegist
 	k := &cfg.Kubernetes
 	r := nodeRegistration{
 		Name:                  k.NodeName,
-		CRISocket:             criSocket,
+		CRISocket:             CRISocket,
 		IgnorePreflightErrors: k.IgnorePreflightErrors,
 		ImagePullPolicy:       imagePullPolicy,
 	}

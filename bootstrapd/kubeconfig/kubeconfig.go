@@ -26,10 +26,8 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/users"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
-
-// AdminConf is the admin kubeconfig kubeadm writes on control planes.
-const AdminConf = "/etc/kubernetes/admin.conf"
 
 // UserFile is where a user's copy goes, relative to the home.
 const UserFile = ".kube/config"
@@ -56,7 +54,7 @@ func Paths(cfg *machineconfig.MachineConfig) []string {
 	if cfg.Role == machineconfig.RoleWorker {
 		return nil
 	}
-	out := []string{AdminConf}
+	out := []string{nodepath.AdminConf}
 	for _, u := range cfg.Users {
 		out = append(out, path.Join(u.Home, UserFile))
 	}
@@ -98,9 +96,9 @@ func (Stage) run(env *stage.Env, apply bool) ([]stage.Change, error) {
 }
 
 func readAdminConf(env *stage.Env) ([]byte, error) {
-	f, err := os.Open(env.Path(AdminConf))
+	f, err := os.Open(env.Path(nodepath.AdminConf))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s does not exist: kubeadm init or join --control-plane writes it, and has not run on this node", AdminConf)
+		return nil, fmt.Errorf("%s does not exist: kubeadm init or join --control-plane writes it, and has not run on this node", nodepath.AdminConf)
 	}
 	if err != nil {
 		return nil, err
@@ -108,10 +106,10 @@ func readAdminConf(env *stage.Env) ([]byte, error) {
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", AdminConf, err)
+		return nil, fmt.Errorf("read %s: %w", nodepath.AdminConf, err)
 	}
 	if len(data) > maxSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", AdminConf, maxSize)
+		return nil, fmt.Errorf("%s is larger than %d bytes", nodepath.AdminConf, maxSize)
 	}
 	return data, nil
 }

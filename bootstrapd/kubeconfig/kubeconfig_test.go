@@ -16,6 +16,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/users"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 const adminConf = `apiVersion: v1
@@ -95,7 +96,7 @@ func TestInstallsAdminConfForEveryUserAndConverges(t *testing.T) {
 		t.Errorf("plan before kubeadm: %v", err)
 	}
 	first := fmt.Sprintf(adminConf, "Q0VSVDEK")
-	mkfile(t, env.Path(AdminConf), first, 0o600)
+	mkfile(t, env.Path(nodepath.AdminConf), first, 0o600)
 
 	changes, err := s.Apply(ctx, env)
 	if err != nil {
@@ -113,7 +114,7 @@ func TestInstallsAdminConfForEveryUserAndConverges(t *testing.T) {
 	}
 
 	rotated := fmt.Sprintf(adminConf, "Q0VSVDIK")
-	mkfile(t, env.Path(AdminConf), rotated, 0o600)
+	mkfile(t, env.Path(nodepath.AdminConf), rotated, 0o600)
 	os.Chmod(filepath.Join(env.Root, "var/lib/ops/.kube/config"), 0o644)
 	planned, err := s.Plan(ctx, env)
 	if err != nil {

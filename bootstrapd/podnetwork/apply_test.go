@@ -14,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/internal/testcluster"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // TestStageAgainstAPIServer runs the stage against a real etcd and
@@ -31,7 +33,7 @@ func TestStageAgainstAPIServer(t *testing.T) {
 	cfg := loadConfig(t, "controller.yaml")
 	env := &stage.Env{Root: root, Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	s := New()
-	index := filepath.Join(root, ImagesIndex)
+	index := filepath.Join(root, nodepath.ImagesIndex)
 	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func TestStageAgainstAPIServer(t *testing.T) {
 	if _, err := s.Apply(ctx, env); !stage.IsTemporary(err) {
 		t.Fatalf("Apply before kubeadm init: want a temporary error, got %v", err)
 	}
-	admin := filepath.Join(root, AdminKubeconfig)
+	admin := filepath.Join(root, nodepath.AdminConf)
 	if err := os.MkdirAll(filepath.Dir(admin), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +97,8 @@ func TestStageAgainstAPIServer(t *testing.T) {
 		}
 	}
 	for _, f := range ds.ManagedFields {
-		if f.Manager != FieldManager || f.Operation != metav1.ManagedFieldsOperationApply {
-			t.Errorf("DaemonSet field manager %s (%s), want %s apply", f.Manager, f.Operation, FieldManager)
+		if f.Manager != kubeapi.FieldManager || f.Operation != metav1.ManagedFieldsOperationApply {
+			t.Errorf("DaemonSet field manager %s (%s), want %s apply", f.Manager, f.Operation, kubeapi.FieldManager)
 		}
 	}
 

@@ -19,19 +19,14 @@ import (
 	"text/template"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/machineconfig"
 	"kubeboot.dev/kubeboot/manifests"
 )
 
-// ImagesIndex is the node image's list of baked images, "<ref> <digest>
-// <file>" per line (image/build.ImagesIndex; a test keeps them equal
-// without linking the image builder into bootstrapd).
-const ImagesIndex = "/usr/share/kubeboot/images/index"
-
-// maxIndexSize bounds what is read from the image index and admin.conf.
+// maxIndexSize bounds what is read from the image index.
 const maxIndexSize = 1 << 20
 
 // netConf is flannel's net-conf.json (flannel's pkg/subnet config).
@@ -109,35 +104,13 @@ func Render(cfg *machineconfig.MachineConfig, image string) ([]*unstructured.Uns
 		if err := tmpl.Execute(&out, data); err != nil {
 			return nil, fmt.Errorf("manifests/%s: %w", f, err)
 		}
-		more, err := decode(f, &out)
+		more, err := kubeapi.Decode("manifests/"+f, &out)
 		if err != nil {
 			return nil, err
 		}
 		objs = append(objs, more...)
 	}
 	return objs, nil
-}
-
-// decode splits a multi-document YAML stream into objects.
-func decode(name string, r io.Reader) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err == io.EOF {
-			return objs, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("manifests/%s: %w", name, err)
-		}
-		if m == nil {
-			continue // an empty document
-		}
-		o := &unstructured.Unstructured{Object: m}
-		if o.GetKind() == "" || o.GetName() == "" {
-			return nil, fmt.Errorf("manifests/%s: a document without kind or metadata.name", name)
-		}
-		objs = append(objs, o)
-	}
 }
 
 // Image finds the flannel image in the node's image index at path.

@@ -5,23 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
-
-// AdminKubeconfig is the kubeconfig kubeadm init writes; the stage talks
-// to the cluster with it.
-const AdminKubeconfig = "/etc/kubernetes/admin.conf"
-
-// requestTimeout bounds each API request; the engine retries the stage.
-const requestTimeout = 30 * time.Second
 
 // New returns the pod network stage. The engine runs it on the init node
 // after kubeadm init.
@@ -55,18 +46,18 @@ func (podNetworkStage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change
 	if err != nil {
 		return nil, err
 	}
-	rc, err := restConfig(env)
+	rc, err := kubeapi.Config(env, nodepath.AdminConf, "podnetwork")
 	if errors.Is(err, fs.ErrNotExist) {
 		changes := make([]stage.Change, len(objs))
 		for i, o := range objs {
-			changes[i] = stage.Change("create " + describe(o))
+			changes[i] = stage.Change("create " + kubeapi.Describe(o))
 		}
 		return changes, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return Plan(ctx, rc, objs)
+	return kubeapi.Plan(ctx, rc, objs)
 }
 
 func (podNetworkStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
@@ -74,40 +65,20 @@ func (podNetworkStage) Apply(ctx context.Context, env *stage.Env) ([]stage.Chang
 	if err != nil {
 		return nil, err
 	}
-	rc, err := restConfig(env)
+	rc, err := kubeapi.Config(env, nodepath.AdminConf, "podnetwork")
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, stage.Temporary(fmt.Errorf("%s does not exist yet: kubeadm init has not finished", AdminKubeconfig))
+		return nil, stage.Temporary(fmt.Errorf("%s does not exist yet: kubeadm init has not finished", nodepath.AdminConf))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return Apply(ctx, rc, objs)
+	return kubeapi.Apply(ctx, rc, objs)
 }
 
 func objects(env *stage.Env) ([]*unstructured.Unstructured, error) {
-	image, err := Image(env.Path(ImagesIndex))
+	image, err := Image(env.Path(nodepath.ImagesIndex))
 	if err != nil {
 		return nil, err
 	}
 	return Render(env.Config, image)
-}
-
-// restConfig reads admin.conf under env.Root. Its errors name the file,
-// never its contents (it holds the admin's private key).
-func restConfig(env *stage.Env) (*rest.Config, error) {
-	p := env.Path(AdminKubeconfig)
-	st, err := os.Stat(p)
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > maxIndexSize {
-		return nil, fmt.Errorf("%s is %d bytes, more than a kubeconfig can be (%d)", AdminKubeconfig, st.Size(), maxIndexSize)
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", AdminKubeconfig, err)
-	}
-	rc.Timeout = requestTimeout
-	rc.UserAgent = "kubeboot-bootstrapd"
-	return rc, nil
 }

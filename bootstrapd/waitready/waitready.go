@@ -20,8 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -29,25 +27,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"kubeboot.dev/kubeboot/bootstrapd/kubeconfig"
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
-
-// KubeletConf is the kubelet's kubeconfig, which kubeadm join writes.
-const KubeletConf = "/etc/kubernetes/kubelet.conf"
 
 // Namespace holds the pods the stage waits for.
 const Namespace = "kube-system"
 
 const (
-	// maxKubeconfigSize bounds the credentials file read.
-	maxKubeconfigSize = 1 << 20
-	// requestTimeout bounds one API request.
-	requestTimeout = 10 * time.Second
 	// maxPods bounds one list: a node runs a handful of kube-system pods.
 	maxPods = 500
 	// maxMessage bounds a condition message quoted in a reason.
@@ -83,9 +73,9 @@ func (*Stage) Inputs(cfg *machineconfig.MachineConfig) any {
 // with this config.
 func credentials(cfg *machineconfig.MachineConfig) string {
 	if cfg.Role == machineconfig.RoleWorker {
-		return KubeletConf
+		return nodepath.KubeletConf
 	}
-	return kubeconfig.AdminConf
+	return nodepath.AdminConf
 }
 
 // Plan lists what is not ready yet, changing nothing.
@@ -140,52 +130,24 @@ func changes(waiting []string) []stage.Change {
 	return out
 }
 
-// client reads the node's credentials. Files a kubeconfig names by
-// absolute path (kubelet.conf's rotating client certificate) are read
-// under env.Root, as everything else a stage reads.
-func client(env *stage.Env) (kubernetes.Interface, error) {
-	name := credentials(env.Config)
-	p := env.Path(name)
-	info, err := os.Stat(p)
+// client reads the node's credentials.
+func client(env *stage.Env) (*kubeapi.Client, error) {
+	rc, err := kubeapi.Config(env, credentials(env.Config), "wait-ready")
 	if err != nil {
-		return nil, fmt.Errorf("the node's credentials %s: %w (kubeadm init or join writes them)", name, err)
+		return nil, err
 	}
-	if info.Size() > maxKubeconfigSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxKubeconfigSize)
-	}
-	raw, err := clientcmd.LoadFromFile(p)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	under := func(f *string) {
-		if *f != "" && filepath.IsAbs(*f) && !strings.HasPrefix(*f, filepath.Clean(env.Root)+"/") {
-			*f = env.Path(*f)
-		}
-	}
-	for _, a := range raw.AuthInfos {
-		under(&a.ClientCertificate)
-		under(&a.ClientKey)
-	}
-	for _, c := range raw.Clusters {
-		under(&c.CertificateAuthority)
-	}
-	rc, err := clientcmd.NewDefaultClientConfig(*raw, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	rc.Timeout = requestTimeout
-	rc.UserAgent = "bootstrapd/wait-ready"
-	return kubernetes.NewForConfig(rc)
+	return kubeapi.NewClient(rc)
 }
 
 // check lists what is not ready: the node, then each kube-system pod bound
 // to it. An API server that cannot be reached or is not serving yet is
 // listed as a reason to wait; an answer that will not change by waiting
 // (the credentials are refused) is an error.
-func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string, error) {
-	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, error) {
+	rctx, cancel := context.WithTimeout(ctx, kubeapi.RequestTimeout)
 	defer cancel()
-	n, err := cs.CoreV1().Nodes().Get(rctx, node, metav1.GetOptions{})
+	n := &corev1.Node{}
+	err := cs.Get(rctx, kubeapi.Nodes, "", node, n)
 	switch {
 	case apierrors.IsNotFound(err):
 		return []string{fmt.Sprintf("node %s is not registered yet", node)}, nil
@@ -196,8 +158,8 @@ func check(ctx context.Context, cs kubernetes.Interface, node string) ([]string,
 	if ok, why := nodeReady(n); !ok {
 		waiting = append(waiting, fmt.Sprintf("node %s is not Ready (%s)", node, why))
 	}
-	pods, err := cs.CoreV1().Pods(Namespace).List(rctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods})
-	if err != nil {
+	pods := &corev1.PodList{}
+	if err := cs.List(rctx, kubeapi.Pods, Namespace, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods}, pods); err != nil {
 		return waitOrFail(err)
 	}
 	items := pods.Items

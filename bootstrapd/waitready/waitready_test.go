@@ -23,6 +23,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/internal/testcluster"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // reports collects what the stage says it waits for.
@@ -81,7 +82,7 @@ func kubeletConf(t *testing.T, c *testcluster.Cluster, root, node string) {
 	if err := os.WriteFile(filepath.Join(root, pem), append(cert, key...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	writeKubeconfig(t, filepath.Join(root, KubeletConf), c.APIServer, ca, &clientcmdapi.AuthInfo{ClientCertificate: pem, ClientKey: pem})
+	writeKubeconfig(t, filepath.Join(root, nodepath.KubeletConf), c.APIServer, ca, &clientcmdapi.AuthInfo{ClientCertificate: pem, ClientKey: pem})
 }
 
 func writeKubeconfig(t *testing.T, path, server string, ca []byte, user *clientcmdapi.AuthInfo) {
@@ -298,7 +299,7 @@ func TestUnreachableAPIIsAReasonToWaitUntilTheLimit(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // a port nothing listens on
 	root := t.TempDir()
-	writeKubeconfig(t, filepath.Join(root, KubeletConf), "https://"+addr, nil, &clientcmdapi.AuthInfo{Token: "not-a-real-token"})
+	writeKubeconfig(t, filepath.Join(root, nodepath.KubeletConf), "https://"+addr, nil, &clientcmdapi.AuthInfo{Token: "not-a-real-token"})
 	env := &stage.Env{Root: root, NetNS: netns.None(), Config: config(t, machineconfig.RoleWorker, "w1"), Log: slog.New(slog.DiscardHandler)}
 	s := fast()
 	planned, err := s.Plan(context.Background(), env)

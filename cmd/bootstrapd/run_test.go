@@ -733,8 +733,8 @@ func TestUsersBannerAndStatus(t *testing.T) {
 		"  addresses   enp1s0 172.16.0.11/24, enp2s0 10.0.0.11/24\n",
 		"  kubeconfig  /etc/kubernetes/admin.conf, /home/admin/.kube/config\n",
 		"  bootstrapd  not done\n",
-		"    users         applied    ",
-		"    sysprep       not run\n",
+		"    users          applied    ",
+		"    sysprep        not run\n",
 	} {
 		if !strings.Contains(string(issue), want) {
 			t.Errorf("banner lacks %q:\n%s", want, issue)

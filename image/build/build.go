@@ -36,17 +36,7 @@ import (
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/squashfs"
-)
-
-// Paths on the node that other components rely on.
-const (
-	// ImagesDir holds the OCI archives of the pinned container images,
-	// one <name>_<tag>.tar each, on the read-only root.
-	ImagesDir = "/usr/share/kubeboot/images"
-	// ImagesIndex lists "<ref> <digest> <file>" per archive.
-	ImagesIndex = ImagesDir + "/index"
-	// PackagesLock is the installed Debian package list, in the image.
-	PackagesLock = "/usr/share/kubeboot/packages.lock"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // Disk layout.
@@ -197,7 +187,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 				}
 			}
 			baked := filepath.Join(tmp, "tree")
-			files := append([]bake.File{{Path: PackagesLock, Source: filepath.Join(rootfsDir, "packages.lock"), Mode: 0o644}}, in.bakeFiles()...)
+			files := append([]bake.File{{Path: nodepath.PackagesLock, Source: filepath.Join(rootfsDir, "packages.lock"), Mode: 0o644}}, in.bakeFiles()...)
 			// The two halves are timed on their own (shown as root/bake and
 			// root/squashfs before the root total).
 			start := time.Now()
@@ -277,7 +267,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			return false, err
 		}
 		// The exact Debian package versions, next to the image for review
-		// and diffs between builds (the image has them in PackagesLock).
+		// and diffs between builds (the image has them in nodepath.PackagesLock).
 		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
 		return false, atomicfile.WriteWith(res.PackagesLock, 0o644, 0o755, func(tmp string) error {
 			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)

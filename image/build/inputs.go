@@ -19,6 +19,7 @@ import (
 	"kubeboot.dev/kubeboot/image/rootfs"
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // initrdPaths are the parts of the overlays tree the initrd is built from
@@ -146,7 +147,7 @@ func (in *inputs) addMachineConfig(config string) error {
 		return fmt.Errorf("--machine-config: %w", err)
 	}
 	dir := path.Dir(source.BakedPath)
-	carrier := &machineconfig.Carrier{Dir: filepath.Dir(config), Tool: "kubeboot image build", Reserved: []string{path.Base(source.BakedPath), path.Base(PackagesLock), path.Base(ImagesDir)}}
+	carrier := &machineconfig.Carrier{Dir: filepath.Dir(config), Tool: "kubeboot image build", Reserved: []string{path.Base(source.BakedPath), path.Base(nodepath.PackagesLock), path.Base(nodepath.ImagesDir)}}
 	cfg, err := machineconfig.ParseWithFiles(config, data, carrier.Read)
 	if err != nil {
 		return fmt.Errorf("--machine-config: %w", err)
@@ -183,13 +184,13 @@ func (in *inputs) addArtifacts(set *artifacts.Set) error {
 	var index strings.Builder
 	for _, im := range set.Images {
 		file := imageFileName(im.Ref)
-		if err := in.addFile(bake.File{Path: path.Join(ImagesDir, file), Source: im.Path, Mode: 0o644, SHA256: im.ArchiveSHA256}, "image archive %s not in cache: run make artifacts"); err != nil {
+		if err := in.addFile(bake.File{Path: path.Join(nodepath.ImagesDir, file), Source: im.Path, Mode: 0o644, SHA256: im.ArchiveSHA256}, "image archive %s not in cache: run make artifacts"); err != nil {
 			return err
 		}
 		fmt.Fprintf(&index, "%s %s %s\n", im.Ref, im.Digest, file)
 	}
 	if len(set.Images) > 0 {
-		in.addData(ImagesIndex, []byte(index.String()), 0o644)
+		in.addData(nodepath.ImagesIndex, []byte(index.String()), 0o644)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"kubeboot.dev/kubeboot/image/disk"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // TestBuiltImage checks an image made by `kubeboot image build` with the
@@ -124,7 +125,7 @@ func TestBuiltImage(t *testing.T) {
 		// DaemonSet, not the image (docs/pod-network.md).
 		checks["/opt/cni/bin/flannel"] = "-rwxr-xr-x root/root"
 		checks["/etc/cni/net.d"] = "drwxr-xr-x root/root"
-		checks[ImagesIndex] = "-rw-r--r-- root/root"
+		checks[nodepath.ImagesIndex] = "-rw-r--r-- root/root"
 	} else {
 		t.Log("image built with --os-only: no Kubernetes binaries to check")
 	}

@@ -91,6 +91,9 @@ type Cluster struct {
 	// EtcdClient is a client identity from the etcd CA (what the API
 	// server uses too).
 	EtcdClient TLSFiles
+	// EtcdCA is the etcd CA (EtcdCA.Cert, EtcdCA.Key: PEM files), for
+	// minting etcd identities as the bundle's etcd CA would.
+	EtcdCA TLSFiles
 
 	bins       map[string]string
 	ca, etcdCA *authority
@@ -143,6 +146,7 @@ func Start(tb testing.TB, o Options) *Cluster {
 		tb.Fatal(err)
 	}
 	c.CA = TLSFiles{CA: c.ca.CertFile, Cert: c.ca.CertFile, Key: c.ca.KeyFile}
+	c.EtcdCA = TLSFiles{CA: c.etcdCA.CertFile, Cert: c.etcdCA.CertFile, Key: c.etcdCA.KeyFile}
 	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
 	c.etcdServer = c.issue(tb, c.etcdCA, "etcd-server", certSpec{cn: "etcd", dns: []string{"localhost"}, ips: loopback,
 		usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})

@@ -1,4 +1,9 @@
-package podnetwork
+// Package kubeapi is how bootstrapd talks to its cluster's API server from
+// the node: the node's own credentials (admin.conf on control planes,
+// kubelet.conf everywhere) read under the stage's root, server-side apply
+// of manifests kept in the repository, and which errors clear by
+// themselves (the API server not up yet).
+package kubeapi
 
 import (
 	"context"
@@ -12,11 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
@@ -24,37 +26,20 @@ import (
 // FieldManager owns the fields kubeboot applies (server-side apply).
 const FieldManager = "kubeboot"
 
-// client resolves each object's resource through discovery.
-type client struct {
-	dyn    dynamic.Interface
-	mapper meta.RESTMapper
+// resourceFor is where o lives in the API. The resource is guessed from
+// the kind as kubectl's plural rule does, and o's scope from its namespace:
+// every namespaced object in the manifests bootstrapd applies names its
+// namespace. Not API discovery: client-go's discovery client loads a
+// scheme of every API group when the program starts, about 5 MiB of
+// resident memory on every boot for the handful of kinds kept in this
+// repository.
+func (c *Client) resourceFor(o *unstructured.Unstructured) dynamic.ResourceInterface {
+	gvr, _ := meta.UnsafeGuessKindToResource(o.GroupVersionKind())
+	return c.resource(gvr, o.GetNamespace())
 }
 
-func newClient(rc *rest.Config) (*client, error) {
-	dc, err := discovery.NewDiscoveryClientForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	return &client{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
-}
-
-func (c *client) resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	gvk := o.GroupVersionKind()
-	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
-	}
-	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return c.dyn.Resource(m.Resource).Namespace(o.GetNamespace()), nil
-	}
-	return c.dyn.Resource(m.Resource), nil
-}
-
-func describe(o *unstructured.Unstructured) string {
+// Describe names an object as changes do: "Kind namespace/name".
+func Describe(o *unstructured.Unstructured) string {
 	if ns := o.GetNamespace(); ns != "" {
 		return o.GetKind() + " " + ns + "/" + o.GetName()
 	}
@@ -75,26 +60,23 @@ func Plan(ctx context.Context, rc *rest.Config, objs []*unstructured.Unstructure
 }
 
 func run(ctx context.Context, rc *rest.Config, objs []*unstructured.Unstructured, dryRun bool) ([]stage.Change, error) {
-	c, err := newClient(rc)
+	c, err := NewClient(rc)
 	if err != nil {
 		return nil, err
 	}
 	var changes []stage.Change
 	for _, o := range objs {
-		ri, err := c.resource(o)
-		if err != nil {
-			return changes, classify(err)
-		}
+		ri := c.resourceFor(o)
 		live, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			live = nil
 		case err != nil:
-			return changes, classify(fmt.Errorf("get %s: %w", describe(o), err))
+			return changes, Temporary(fmt.Errorf("get %s: %w", Describe(o), err))
 		}
 		if dryRun && live == nil {
 			// A dry run in a namespace not created yet would fail.
-			changes = append(changes, stage.Change("create "+describe(o)))
+			changes = append(changes, stage.Change("create "+Describe(o)))
 			continue
 		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
@@ -102,14 +84,18 @@ func run(ctx context.Context, rc *rest.Config, objs []*unstructured.Unstructured
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
 		applied, err := ri.Apply(ctx, o.GetName(), o, opts)
+		if apierrors.IsNotFound(err) {
+			// An apply creates a missing object: the kind is not served (yet).
+			return changes, stage.Temporary(fmt.Errorf("apply %s: the API server does not serve %s yet: %w", Describe(o), o.GroupVersionKind(), err))
+		}
 		if err != nil {
-			return changes, classify(fmt.Errorf("apply %s: %w", describe(o), err))
+			return changes, Temporary(fmt.Errorf("apply %s: %w", Describe(o), err))
 		}
 		switch {
 		case live == nil:
-			changes = append(changes, stage.Change("create "+describe(o)))
+			changes = append(changes, stage.Change("create "+Describe(o)))
 		case changed(live, applied, dryRun):
-			changes = append(changes, stage.Change("update "+describe(o)))
+			changes = append(changes, stage.Change("update "+Describe(o)))
 		}
 	}
 	return changes, nil
@@ -133,10 +119,10 @@ func changed(live, applied *unstructured.Unstructured, dryRun bool) bool {
 	return !equality.Semantic.DeepEqual(strip(live), strip(applied))
 }
 
-// classify marks what clears by itself as temporary: the API server not
+// Temporary marks what clears by itself as temporary: the API server not
 // listening yet, timeouts, overload, and a resource whose API is not
 // served yet right after start.
-func classify(err error) error {
+func Temporary(err error) error {
 	var ne net.Error
 	switch {
 	case utilnet.IsConnectionRefused(err), utilnet.IsProbableEOF(err), errors.As(err, &ne) && ne.Timeout(),
