@@ -50,7 +50,10 @@ func TestRemovePods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	// Shims outlive containerd: whatever this test leaves is removed
+	// before containerd stops (cleanups run last first).
+	t.Cleanup(func() { cri.RemovePods(context.Background(), conn, time.Minute) })
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
 	ctx := context.Background()
 	for _, name := range []string{"etcd-test", "kube-apiserver-test"} {

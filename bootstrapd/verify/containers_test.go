@@ -14,9 +14,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"kubeboot.dev/kubeboot/bootstrapd/cri"
 	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/image/privatecontainerd"
@@ -42,6 +42,7 @@ type criNode struct {
 	netns   netns.NsHandle
 	daemon  *privatecontainerd.Daemon
 	client  *client.Client
+	conn    *grpc.ClientConn
 	rt      runtimeapi.RuntimeServiceClient
 	img     runtimeapi.ImageServiceClient
 	entries []images.Entry // the node image's index
@@ -94,12 +95,12 @@ func newCRINode(t *testing.T) *criNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.client.Close() })
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cri.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	n.rt, n.img = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	n.conn, n.rt, n.img = conn, runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
 	// Before containerd stops (cleanups run last first): the shims and
 	// their containers outlive containerd, so every pod is stopped and
 	// removed through the CRI, which ends them and removes their cgroups.
@@ -123,18 +124,8 @@ func (n *criNode) stop() {
 func (n *criNode) removePods() {
 	ctx, cancel := n.ctx()
 	defer cancel()
-	l, err := n.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		n.t.Errorf("list the pods to remove: %v", err)
-		return
-	}
-	for _, sb := range l.GetItems() {
-		if _, err := n.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
-			n.t.Errorf("stop pod %s: %v", sb.GetMetadata().GetName(), err)
-		}
-		if _, err := n.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
-			n.t.Errorf("remove pod %s: %v", sb.GetMetadata().GetName(), err)
-		}
+	if _, err := cri.RemovePods(ctx, n.conn, time.Minute); err != nil {
+		n.t.Errorf("remove the pods: %v", err)
 	}
 }
 
