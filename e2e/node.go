@@ -72,7 +72,12 @@ func finished(s progress.Step) (ended, failed bool) {
 // one failed (with `bootstrapd status` in the error). It returns the last
 // progress read.
 func (vm *VM) WaitBootstrapd(ctx context.Context, phase string) (*progress.Boot, error) {
-	for {
+	for poll := 0; ; poll++ {
+		if poll%6 == 5 {
+			// Once a minute, what the guest spends its time on, for the
+			// transcript: a slow boot under TCG is explained there.
+			vm.Run(ctx, loadSample, 30*time.Second)
+		}
 		b, err := vm.Progress(ctx)
 		if err != nil {
 			return nil, err
@@ -104,6 +109,10 @@ func (vm *VM) WaitBootstrapd(ctx context.Context, phase string) (*progress.Boot,
 		}
 	}
 }
+
+// loadSample is the guest's busiest processes and its CPU, memory and I/O
+// pressure.
+const loadSample = "top -b -n 1 -w 160 -o %CPU | head -n 17; cat /proc/pressure/cpu /proc/pressure/io /proc/pressure/memory"
 
 // failedLine is the reason on status's "failed:" line.
 func failedLine(status string) string {
