@@ -49,6 +49,7 @@ type inputs struct {
 	storeKey       string
 	diskSize       int64
 	qcow2          bool
+	zst            bool // OUT.raw.zst for kubeboot flash
 	// secret is set when a baked machine config holds join credentials:
 	// the root squashfs and the disk images are then 0600 in 0700
 	// directories on the build host.
@@ -86,8 +87,10 @@ func resolve(o Options) (*inputs, error) {
 		case "raw":
 		case "qcow2":
 			in.qcow2 = true
+		case "zst":
+			in.zst = true
 		default:
-			return nil, fmt.Errorf("%s: output.formats: %q is not raw or qcow2", o.SpecPath, f)
+			return nil, fmt.Errorf("%s: output.formats: %q is not raw, qcow2 or zst", o.SpecPath, f)
 		}
 	}
 
