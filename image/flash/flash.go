@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -57,8 +58,11 @@ func Open(path string) (*Image, error) {
 		}
 		return &Image{Path: path, Size: h.RawSize, Stored: st.Size(), Compressed: true, header: h}, nil
 	}
-	sys := st.Sys().(*unix.Stat_t)
-	return &Image{Path: path, Size: st.Size(), Stored: sys.Blocks * 512}, nil
+	var stored int64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		stored = sys.Blocks * 512
+	}
+	return &Image{Path: path, Size: st.Size(), Stored: stored}, nil
 }
 
 // Result says what Write did.
