@@ -251,7 +251,8 @@ type writer struct {
 	data, zeroed, zeroWritten int64
 }
 
-var zeros = make([]byte, chunk)
+// zeroChunk is a chunk of zeros.
+var zeroChunk = make([]byte, chunk)
 
 func (w *writer) copy(src source, size int64, task progress.Task) error {
 	for pos := int64(0); pos < size; {
@@ -265,7 +266,7 @@ func (w *writer) copy(src source, size int64, task progress.Task) error {
 			return err
 		}
 		if hole || isZero(p) {
-			w.sums = append(w.sums, chunkSum(zeros[:n]))
+			w.sums = append(w.sums, chunkSum(zeroChunk[:n]))
 			if w.zeroTo != pos {
 				if err := w.flushZeros(); err != nil {
 					return err
@@ -283,7 +284,7 @@ func (w *writer) copy(src source, size int64, task progress.Task) error {
 			}
 			w.data += n
 		}
-		task.Write(zeros[:n])
+		task.Write(zeroChunk[:n])
 		pos += n
 	}
 	if err := src.finish(); err != nil {
