@@ -120,7 +120,9 @@ func runFlash(args []string) int {
 		return fail(err)
 	}
 	zeroed := "with the disk's write-zeroes"
-	if !dev.WriteZeroes {
+	if dev.DiscardZeroes {
+		zeroed = "discarded: the loop device's file stays sparse"
+	} else if !dev.WriteZeroes {
 		zeroed = fmt.Sprintf("%s of it written as zeros over old data", flash.HumanBytes(res.ZeroWritten))
 	}
 	fmt.Printf("flashed %s to %s in %s: %s of data written, %s of zeros (%s); read back: chunked sha256 %s\n",

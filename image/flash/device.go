@@ -24,6 +24,10 @@ type Device struct {
 	// WriteZeroes says the device zeroes ranges without being sent the
 	// zeros (REQ_OP_WRITE_ZEROES: NVMe, SCSI WRITE SAME, virtio-blk, loop).
 	WriteZeroes bool
+	// DiscardZeroes says a discarded range reads as zeros: a loop device
+	// over a file punches a hole, so the file stays sparse (its
+	// write-zeroes allocates the range).
+	DiscardZeroes bool
 }
 
 func (d *Device) String() string {
@@ -71,6 +75,8 @@ func Inspect(path, sys, proc string) (*Device, error) {
 	}
 	wz, _ := strconv.ParseInt(readSys(sysDir, "queue/write_zeroes_max_bytes"), 10, 64)
 	d.WriteZeroes = wz > 0
+	discard, _ := strconv.ParseInt(readSys(sysDir, "queue/discard_max_bytes"), 10, 64)
+	d.DiscardZeroes = discard > 0 && readSys(sysDir, "loop/backing_file") != ""
 	d.Model = strings.TrimSpace(strings.TrimSpace(readSys(sysDir, "device/vendor")) + " " + strings.TrimSpace(readSys(sysDir, "device/model")))
 
 	// The disk and its partitions: kernel names and device numbers.

@@ -301,10 +301,14 @@ func (w *writer) flushZeros() error {
 		return nil
 	}
 	w.zeroed += to - from
-	if w.dev.WriteZeroes {
+	if w.dev.DiscardZeroes || w.dev.WriteZeroes {
+		req, what := uintptr(blkZeroOut), "zero"
+		if w.dev.DiscardZeroes {
+			req, what = unix.BLKDISCARD, "discard"
+		}
 		r := [2]uint64{uint64(from), uint64(to - from)}
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(w.fd), blkZeroOut, uintptr(unsafe.Pointer(&r))); e != 0 {
-			return fmt.Errorf("zero %s [%d, %d): %w", w.dev.Path, from, to, e)
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(w.fd), req, uintptr(unsafe.Pointer(&r))); e != 0 {
+			return fmt.Errorf("%s %s [%d, %d): %w", what, w.dev.Path, from, to, e)
 		}
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"kubeboot.dev/kubeboot/bootstrapd/source"
@@ -108,8 +109,9 @@ func flip(data []byte, i int) []byte {
 }
 
 // TestFlash writes the raw and the compressed image onto loop devices over
-// files full of old data, with the device's write-zeroes and with zeros
-// written only over old data: each time the device reads back as the image.
+// files full of old data, with the device's discard (a hole punched in the
+// file), its write-zeroes, and with zeros written only over old data: each
+// time the device reads back as the image, and discard keeps the file sparse.
 func TestFlash(t *testing.T) {
 	NeedRoot(t)
 	dir := t.TempDir()
@@ -117,11 +119,9 @@ func TestFlash(t *testing.T) {
 	zst := compress(t, raw)
 	want := fileSHA256(t, raw, ImageSize)
 	for _, path := range []string{raw, zst} {
-		for _, writeZeroes := range []bool{true, false} {
-			name := filepath.Base(path)
-			if !writeZeroes {
-				name += " zeros written"
-			}
+		for _, mode := range []string{"discard", "write-zeroes", "zeros written"} {
+			writeZeroes, discard := mode != "zeros written", mode == "discard"
+			name := filepath.Base(path) + " " + mode
 			t.Run(name, func(t *testing.T) {
 				dev, backing := Loop(t, t.TempDir(), ImageSize+64*MiB)
 				d, err := flash.Inspect(dev, "", "")
@@ -131,6 +131,12 @@ func TestFlash(t *testing.T) {
 				if writeZeroes && !d.WriteZeroes {
 					t.Skipf("%s has no write-zeroes on this kernel", dev)
 				}
+				if !d.DiscardZeroes {
+					t.Errorf("%s: a loop device's discard punches holes, but DiscardZeroes is false", dev)
+				}
+				// Discard (the default on a loop device), write-zeroes,
+				// or zeros written over old data.
+				d.DiscardZeroes = writeZeroes && discard
 				d.WriteZeroes = writeZeroes
 				img, err := flash.Open(path)
 				if err != nil {
@@ -142,6 +148,9 @@ func TestFlash(t *testing.T) {
 				}
 				if got := fileSHA256(t, backing, ImageSize); got != want {
 					t.Errorf("the device does not hold the image")
+				}
+				if st, err := os.Stat(backing); err == nil && discard && st.Sys().(*syscall.Stat_t).Blocks*512 > 64*MiB {
+					t.Errorf("after discard the disk's file holds %d bytes, want the image's data only", st.Sys().(*syscall.Stat_t).Blocks*512)
 				}
 				// Only the chunks with data are written: the GPT, the ESP's
 				// 5 MiB, STATE's 3 MiB + 4 KiB and 8 MiB, the backup GPT.
