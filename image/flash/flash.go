@@ -267,22 +267,14 @@ func (w *writer) copy(src source, size int64, task progress.Task) error {
 		}
 		if hole || isZero(p) {
 			w.sums = append(w.sums, chunkSum(zeroChunk[:n]))
-			if w.zeroTo != pos {
-				if err := w.flushZeros(); err != nil {
-					return err
-				}
-				w.zeroFrom = pos
-			}
-			w.zeroTo = pos + n
-		} else {
-			w.sums = append(w.sums, sha256.Sum256(p))
-			if err := w.flushZeros(); err != nil {
+			if err := w.zero(pos, pos+n); err != nil {
 				return err
 			}
-			if err := pwriteAll(w.fd, p, pos); err != nil {
-				return fmt.Errorf("write %s at %d: %w", w.dev.Path, pos, err)
+		} else {
+			w.sums = append(w.sums, sha256.Sum256(p))
+			if err := w.writeData(p, pos); err != nil {
+				return err
 			}
-			w.data += n
 		}
 		task.Write(zeroChunk[:n])
 		pos += n
@@ -291,6 +283,51 @@ func (w *writer) copy(src source, size int64, task progress.Task) error {
 		return err
 	}
 	return w.flushZeros()
+}
+
+// block is the unit of zero detection within a chunk of data: the zero
+// blocks of a partly used chunk are not written either.
+const block = 64 << 10
+
+// writeData writes the blocks of chunk p (at pos) that are not zero and
+// makes the others zero ranges.
+func (w *writer) writeData(p []byte, pos int64) error {
+	n := int64(len(p))
+	for off := int64(0); off < n; {
+		end := min(off+block, n)
+		if isZero(p[off:end]) {
+			if err := w.zero(pos+off, pos+end); err != nil {
+				return err
+			}
+			off = end
+			continue
+		}
+		for end < n && !isZero(p[end:min(end+block, n)]) {
+			end = min(end+block, n)
+		}
+		if err := w.flushZeros(); err != nil {
+			return err
+		}
+		if err := pwriteAll(w.fd, p[off:end], pos+off); err != nil {
+			return fmt.Errorf("write %s at %d: %w", w.dev.Path, pos+off, err)
+		}
+		w.data += end - off
+		off = end
+	}
+	return nil
+}
+
+// zero adds [from, to) to the pending zero range, applying the pending
+// one first when they do not touch.
+func (w *writer) zero(from, to int64) error {
+	if w.zeroTo != from {
+		if err := w.flushZeros(); err != nil {
+			return err
+		}
+		w.zeroFrom = from
+	}
+	w.zeroTo = to
+	return nil
 }
 
 // flushZeros makes the pending range read as zeros.
@@ -317,7 +354,8 @@ func (w *writer) flushZeros() error {
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
-		n := min(int64(chunk), to-pos)
+		// Pieces end at chunk boundaries, whatever the range's start.
+		n := min(int64(chunk)-pos%chunk, to-pos)
 		p := w.scratch[:n]
 		if err := preadAll(w.fd, p, pos); err != nil {
 			return fmt.Errorf("read %s at %d: %w", w.dev.Path, pos, err)
