@@ -44,12 +44,13 @@ func TestFlashWithConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// go test's stdin is not a terminal.
-	before := sum(t, backing)
+	// go test's stdin is not a terminal. A flash writes the image's first
+	// chunk (the GPT) first: the disk's first MiB of old data is the witness.
+	before := head(t, backing)
 	if code := runFlash([]string{"--image", raw, "--device", dev, "--config", cfg}); code != exitUsage {
 		t.Errorf("without --yes and a terminal: exit %d, want %d", code, exitUsage)
 	}
-	if sum(t, backing) != before {
+	if head(t, backing) != before {
 		t.Error("the device changed although nothing was confirmed")
 	}
 
@@ -93,7 +94,16 @@ func TestFlashWithConfig(t *testing.T) {
 	}
 }
 
-func sum(t *testing.T, p string) string {
+func head(t *testing.T, p string) string {
 	t.Helper()
-	return flashtest.Run(t, "sha256sum", p)[:64]
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, flashtest.MiB)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
