@@ -200,7 +200,7 @@ func writeZeroFrame(w io.Writer, n int64) error {
 	}
 	var b []byte
 	b = binary.LittleEndian.AppendUint32(b, 0xFD2FB528) // frame magic
-	b = append(b, 0x00, 7<<3)                            // descriptor; window 2^(10+7)
+	b = append(b, 0x00, 7<<3)                           // descriptor; window 2^(10+7)
 	for n > 0 {
 		size := min(n, rleBlock)
 		n -= size
