@@ -55,6 +55,9 @@ func (s *sc) controller(ctx context.Context) error {
 	if err := s.kubeSystemRunning(ctx); err != nil {
 		return err
 	}
+	if err := s.verify(ctx, n, b); err != nil {
+		return err
+	}
 	checks, err := n.vm.CheckFirewall(ctx, n.cfg, n.addr, 6443, false)
 	if err != nil {
 		return err
@@ -82,6 +85,9 @@ func (s *sc) worker(ctx context.Context) error {
 		return err
 	}
 	if err := s.podsAcrossNodes(ctx); err != nil {
+		return err
+	}
+	if err := s.verify(ctx, n, b); err != nil {
 		return err
 	}
 	checks, err := n.vm.CheckFirewall(ctx, n.cfg, n.addr, 10250, false)
@@ -124,6 +130,9 @@ func (s *sc) workerReflash(ctx context.Context) error {
 	if err := s.podsAcrossNodes(ctx); err != nil {
 		return err
 	}
+	if err := s.verify(ctx, n, b); err != nil {
+		return err
+	}
 	return s.noSecretsLeaked(ctx, n)
 }
 
@@ -152,6 +161,9 @@ func (s *sc) controlPlane(ctx context.Context) error {
 	if _, err := s.copyKubeconfigFrom(ctx, n); err != nil {
 		return err
 	}
+	if err := s.verify(ctx, n, b); err != nil {
+		return err
+	}
 	if err := s.noSecretsLeaked(ctx, n); err != nil {
 		return err
 	}
@@ -178,6 +190,9 @@ func (s *sc) controlPlane(ctx context.Context) error {
 	}
 	s.ok("etcd member %s: %x (stale, removed) -> %x (the reflashed node)", n.cfg.Hostname, first[n.cfg.Hostname], second[n.cfg.Hostname])
 	if err := s.kubeSystemRunning(ctx); err != nil {
+		return err
+	}
+	if err := s.verify(ctx, n, b); err != nil {
 		return err
 	}
 	return s.noSecretsLeaked(ctx, n)
@@ -258,6 +273,9 @@ func (s *sc) reboot(ctx context.Context) error {
 		return err
 	}
 	if _, err := s.etcdMembers(ctx); err != nil {
+		return err
+	}
+	if err := s.verify(ctx, n, b); err != nil {
 		return err
 	}
 	return s.noSecretsLeaked(ctx, n)
@@ -775,6 +793,45 @@ func (s *sc) etcdMembers(ctx context.Context) (map[string]uint64, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("etcd's members: %w; last: %s", ctx.Err(), last)
 		case <-time.After(15 * time.Second):
+		}
+	}
+}
+
+// verifySettle is how long bootstrapd verify may keep failing on a node
+// that just became Ready while the cluster's status catches up (a
+// DaemonSet's ready count, a pod's readiness); then its report fails the
+// scenario.
+const verifySettle = 3 * time.Minute
+
+// verify runs `bootstrapd verify` on a cluster node, the reference's
+// environment check automated, and fails the scenario unless it exits 0
+// within verifySettle. The last report is kept as
+// out/e2e/NODE/verify-BOOT.txt (the controller's goes into the closing
+// note); the shell transcript has it too, and noSecretsLeaked scans both.
+func (s *sc) verify(ctx context.Context, n *node, b *boot) error {
+	deadline := time.Now().Add(verifySettle)
+	for {
+		r, err := n.vm.Run(ctx, "bootstrapd verify", 5*time.Minute)
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(n.vm.LogDir, "verify-"+strings.ReplaceAll(b.Boot, " ", "-")+".txt")
+		if err := os.WriteFile(p, r.Out, 0o644); err != nil {
+			return err
+		}
+		lines := strings.Split(r.String(), "\n")
+		summary := lines[len(lines)-1]
+		if r.Code == 0 {
+			s.ok("%s: bootstrapd verify exits 0 (%s): %s", n.vm.Name, p, summary)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: bootstrapd verify exited %d after %s of retries (%s):\n%s", n.vm.Name, r.Code, verifySettle, p, r.String())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: bootstrapd verify: %w; last report (exit %d):\n%s", n.vm.Name, ctx.Err(), r.Code, r.String())
+		case <-time.After(20 * time.Second):
 		}
 	}
 }

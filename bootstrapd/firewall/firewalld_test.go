@@ -1,28 +1,20 @@
 package firewall
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/internal/nspawntest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -78,224 +70,26 @@ func runInner(raw string) int {
 	return 0
 }
 
-// The Debian rootfs the container boots; building it takes about a minute,
-// so it is cached outside the repository, keyed by what goes into it.
+// The Debian rootfs the container boots (nspawntest.Rootfs caches it).
 var (
 	rootfsSuite    = "trixie"
 	rootfsPackages = []string{"systemd", "systemd-sysv", "dbus", "firewalld", "nftables", "iproute2"}
 )
 
-func cachedRootfs(t *testing.T) string {
+// container is a booted Debian with firewalld, in the lab's node
+// namespace, with this test binary at nspawntest.BindDir/firewall.test.
+type container struct{ *nspawntest.Container }
+
+// bootFirewalld boots the container in the lab's node namespace and waits
+// for firewalld.
+func bootFirewalld(t *testing.T, l *lab) *container {
 	t.Helper()
-	sum := sha256.Sum256([]byte(rootfsSuite + "|minbase|" + strings.Join(rootfsPackages, ",")))
-	base := os.Getenv("KUBEBOOT_TEST_CACHE")
-	if base == "" {
-		base = "/var/cache/kubeboot-test"
-	}
-	dir := filepath.Join(base, "nspawn-rootfs-"+hex.EncodeToString(sum[:])[:12])
-	if _, err := os.Stat(dir + ".ok"); err == nil {
-		return dir
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Concurrent test runs build it once.
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir + ".ok"); err == nil {
-		return dir
-	}
-	tmp := dir + ".tmp"
-	_ = os.RemoveAll(tmp)
-	t.Logf("building %s with mmdebstrap (once; about a minute)", dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "mmdebstrap", "--variant=minbase", "--mode=root",
-		"--include="+strings.Join(rootfsPackages, ","), rootfsSuite, tmp).CombinedOutput()
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		t.Fatalf("mmdebstrap %s: %v\n%s", rootfsSuite, err, out)
-	}
-	_ = os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dir+".ok", nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// container is a booted systemd-nspawn machine whose network namespace is
-// one the test made.
-type container struct {
-	name    string
-	nspawn  *exec.Cmd
-	exited  chan struct{}
-	initPID int
-}
-
-// bootContainer boots rootfs with systemd-nspawn (flags from
-// shared/notes/feasibility.md): --keep-unit because the host has no systemd
-// bus, --private-network with --network-namespace-path so the container
-// keeps CAP_NET_ADMIN in the test's namespace, --volatile=overlay so
-// firewalld's permanent config lands in a tmpfs, not in the cached rootfs.
-// nspawn is started inside a cgroup of its own, where it creates its
-// payload and supervisor cgroups, so nothing is left at the host's root.
-func bootContainer(t *testing.T, rootfs, netnsName, bindDir string) *container {
-	t.Helper()
-	c := &container{name: netnsName + "m", exited: make(chan struct{})}
-	var cgroups []string
-	for _, h := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"} {
-		if _, err := os.Stat(filepath.Join(h, "cgroup.procs")); err != nil {
-			continue
-		}
-		cg := filepath.Join(h, "kubeboot-"+c.name)
-		if err := os.Mkdir(cg, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		cgroups = append(cgroups, cg)
-	}
-	if len(cgroups) == 0 {
-		if err := os.Mkdir("/sys/fs/cgroup/kubeboot-"+c.name, 0o755); err == nil {
-			cgroups = append(cgroups, "/sys/fs/cgroup/kubeboot-"+c.name)
-		}
-	}
-	t.Cleanup(func() {
-		for _, cg := range cgroups {
-			removeCgroupTree(t, cg)
-		}
-		// nspawn's per-machine runtime files, then its directories if no
-		// other machine uses them.
-		_ = os.RemoveAll("/run/systemd/nspawn/propagate/" + c.name)
-		for _, d := range []string{"/run/systemd/nspawn/propagate", "/run/systemd/nspawn/locks", "/run/systemd/nspawn"} {
-			_ = os.Remove(d)
-		}
-	})
-
-	var join strings.Builder
-	for _, cg := range cgroups {
-		fmt.Fprintf(&join, "echo $$ > %s/cgroup.procs && ", cg)
-	}
-	logFile := filepath.Join(t.TempDir(), "console.log")
-	log, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nspawn = exec.Command("sh", "-c", join.String()+`exec "$@"`, "sh",
-		"systemd-nspawn", "-D", rootfs, "-M", c.name, "-b", "--register=no", "--keep-unit",
-		"--console=read-only", "--private-network", "--network-namespace-path=/run/netns/"+netnsName,
-		"--volatile=overlay", "--bind-ro="+bindDir+":/mnt/kubeboot-test")
-	c.nspawn.Stdout, c.nspawn.Stderr = log, log
-	c.nspawn.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.nspawn.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = c.nspawn.Wait(); log.Close(); close(c.exited) }()
-	t.Cleanup(func() { c.stop(t, logFile) })
-
-	deadline := time.Now().Add(30 * time.Second)
-	for c.initPID == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("systemd-nspawn started no container init within 30s; console:\n%s", readFile(logFile))
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("systemd-nspawn exited: %v; console:\n%s", c.nspawn.ProcessState, readFile(logFile))
-		case <-time.After(100 * time.Millisecond):
-		}
-		c.initPID = childNamed(c.nspawn.Process.Pid, "systemd")
-	}
+	rootfs := nspawntest.Rootfs(t, rootfsSuite, rootfsPackages)
+	bind := t.TempDir()
+	nspawntest.CopySelf(t, bind, "firewall.test")
+	c := &container{nspawntest.Boot(t, rootfs, l.node, bind)}
+	c.waitFirewalld(t)
 	return c
-}
-
-func readFile(p string) string { b, _ := os.ReadFile(p); return string(b) }
-
-// childNamed returns the pid of a child of pid whose comm is name.
-func childNamed(pid int, name string) int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, task := range tasks {
-		for _, f := range strings.Fields(readFile(task)) {
-			if strings.TrimSpace(readFile("/proc/"+f+"/comm")) == name {
-				n, _ := strconv.Atoi(f)
-				return n
-			}
-		}
-	}
-	return 0
-}
-
-func (c *container) stop(t *testing.T, logFile string) {
-	if c.initPID != 0 {
-		_ = exec.Command("nsenter", "-t", strconv.Itoa(c.initPID), "-a", "systemctl", "poweroff").Run()
-	}
-	select {
-	case <-c.exited:
-		return
-	case <-time.After(30 * time.Second):
-	}
-	t.Logf("container %s did not power off in 30s; killing it. console:\n%s", c.name, readFile(logFile))
-	if c.initPID != 0 {
-		_ = syscall.Kill(c.initPID, syscall.SIGKILL) // ends its whole pid namespace
-	}
-	_ = c.nspawn.Process.Kill()
-	<-c.exited
-}
-
-// removeCgroupTree removes a cgroup and its children, deepest first; each
-// is empty once the container is gone.
-func removeCgroupTree(t *testing.T, root string) {
-	var dirs []string
-	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	slices.Reverse(dirs)
-	for _, d := range dirs {
-		var err error
-		for range 50 { // a just-exited process can hold it for a moment
-			if err = os.Remove(d); err == nil || os.IsNotExist(err) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil && !os.IsNotExist(err) {
-			t.Errorf("remove cgroup %s: %v", d, err)
-		}
-	}
-}
-
-// exec runs a command inside the container, with extra environment.
-func (c *container) exec(t *testing.T, env []string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.initPID), "-a"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("%s in container %s: %v\n%s", strings.Join(args, " "), c.name, err, stderr.String())
-	}
-	return string(out), nil
-}
-
-func (c *container) mustExec(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := c.exec(t, nil, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(out)
 }
 
 // stage runs the firewall stage inside the container and fails the test
@@ -315,7 +109,7 @@ func (c *container) stageResult(t *testing.T, op string, cfg *machineconfig.Mach
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := c.exec(t, []string{innerEnv + "=" + string(req)}, "/mnt/kubeboot-test/firewall.test")
+	out, err := c.Exec(t, []string{innerEnv + "=" + string(req)}, nspawntest.BindDir+"/firewall.test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,38 +124,15 @@ func (c *container) waitFirewalld(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		out, _ := c.exec(t, nil, "firewall-cmd", "--state")
+		out, _ := c.Exec(t, nil, "firewall-cmd", "--state")
 		if strings.TrimSpace(out) == "running" {
 			return
 		}
 		if time.Now().After(deadline) {
-			status, _ := c.exec(t, nil, "systemctl", "status", "--no-pager", "firewalld", "dbus")
+			status, _ := c.Exec(t, nil, "systemctl", "status", "--no-pager", "firewalld", "dbus")
 			t.Fatalf("firewalld not running after 90s:\n%s", status)
 		}
 		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func copyExecutable(t *testing.T, dir string) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(filepath.Join(dir, "firewall.test"), os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -375,23 +146,16 @@ func portList(s string) []string {
 // trixie booted with systemd-nspawn in a network namespace holding enp1s0,
 // probed from a client namespace over the veth.
 func TestFirewalldNspawn(t *testing.T) {
-	requireRoot(t, "systemd-nspawn", "mmdebstrap", "nsenter")
-	if testing.Short() {
-		t.Skip("boots a container; skipped with -short")
-	}
-	rootfs := cachedRootfs(t)
+	nspawntest.Require(t)
 	l := newLab(t)
 	listenTCP(t, l.nodeNS, ":6443")
 	listenTCP(t, l.nodeNS, ":8081")
-	bind := t.TempDir()
-	copyExecutable(t, bind)
-	c := bootContainer(t, rootfs, l.node, bind)
-	c.waitFirewalld(t)
+	c := bootFirewalld(t, l)
 
 	// Backend auto finds firewalld; no zone or interfaces: the default zone.
 	cfg := controllerConfig(t)
 	cfg.Firewall = machineconfig.Firewall{Backend: machineconfig.BackendAuto}
-	zone := c.mustExec(t, "firewall-cmd", "--get-default-zone")
+	zone := c.MustExec(t, "firewall-cmd", "--get-default-zone")
 	if zone != "public" {
 		t.Fatalf("default zone %q, want Debian's public", zone)
 	}
@@ -415,7 +179,7 @@ func TestFirewalldNspawn(t *testing.T) {
 	}
 	wantPorts := []string{"10250/tcp", "10257/tcp", "10259/tcp", "2379-2380/tcp", "6443/tcp"}
 	for _, args := range [][]string{{"--zone=public", "--list-ports"}, {"--permanent", "--zone=public", "--list-ports"}} {
-		if got := portList(c.mustExec(t, append([]string{"firewall-cmd"}, args...)...)); !slices.Equal(got, wantPorts) {
+		if got := portList(c.MustExec(t, append([]string{"firewall-cmd"}, args...)...)); !slices.Equal(got, wantPorts) {
 			t.Errorf("firewall-cmd %s = %q, want %q", strings.Join(args, " "), got, wantPorts)
 		}
 	}
@@ -423,7 +187,7 @@ func TestFirewalldNspawn(t *testing.T) {
 	if !c.stage(t, "ports-open", cfg).PortsOpen {
 		t.Error("PortsOpen false after apply")
 	}
-	if strings.Contains(c.mustExec(t, "nft", "list", "tables"), "inet "+TableName) {
+	if strings.Contains(c.MustExec(t, "nft", "list", "tables"), "inet "+TableName) {
 		t.Error("backend auto with firewalld running created table inet kubeboot too")
 	}
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp through firewalld")
@@ -445,7 +209,7 @@ func TestFirewalldNspawn(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"--get-zone-of-interface=enp1s0"}, {"--permanent", "--get-zone-of-interface=enp1s0"}} {
-		if got := c.mustExec(t, append([]string{"firewall-cmd"}, args...)...); got != "internal" {
+		if got := c.MustExec(t, append([]string{"firewall-cmd"}, args...)...); got != "internal" {
 			t.Errorf("firewall-cmd %s = %q, want internal", strings.Join(args, " "), got)
 		}
 	}
@@ -453,7 +217,7 @@ func TestFirewalldNspawn(t *testing.T) {
 	wantChanges(t, "apply again (zone internal)", c.stage(t, "apply", cfg).Changes)
 	// A reload throws the runtime away and loads the permanent config: the
 	// permanent half must hold everything.
-	c.mustExec(t, "firewall-cmd", "--reload")
+	c.MustExec(t, "firewall-cmd", "--reload")
 	wantChanges(t, "apply after firewall-cmd --reload", c.stage(t, "apply", cfg).Changes)
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp after reload")
 
@@ -481,21 +245,14 @@ func changeStrings(cs []stage.Change) []string {
 // another node's address reaches a local pod (host-gw: the API server
 // calling a webhook pod on a worker).
 func TestFirewalldPodNetwork(t *testing.T) {
-	requireRoot(t, "systemd-nspawn", "mmdebstrap", "nsenter")
-	if testing.Short() {
-		t.Skip("boots a container; skipped with -short")
-	}
-	rootfs := cachedRootfs(t)
+	nspawntest.Require(t)
 	l := newLab(t)
 	pod := addPodNetwork(t, l)
 	listenTCP(t, l.nodeNS, ":6443")
 	listenTCP(t, l.nodeNS, ":8081")
 	listenTCP(t, pod, ":8080")
 	listenTCP(t, l.clientNS, clientIP+":9000")
-	bind := t.TempDir()
-	copyExecutable(t, bind)
-	c := bootContainer(t, rootfs, l.node, bind)
-	c.waitFirewalld(t)
+	c := bootFirewalld(t, l)
 
 	cfg := controllerConfig(t)
 	cfg.Firewall = machineconfig.Firewall{Backend: machineconfig.BackendFirewalld}
@@ -532,7 +289,7 @@ func TestFirewalldPodNetwork(t *testing.T) {
 	assertOpen(t, probeTCP(t, l.clientNS, clientIP, localPodIP+":8080"), "another node's address -> a local pod (forwarded)")
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp still open after the reload")
 	for _, args := range [][]string{{"--zone=trusted", "--list-sources"}, {"--permanent", "--zone=trusted", "--list-sources"}} {
-		if got := c.mustExec(t, append([]string{"firewall-cmd"}, args...)...); got != "172.17.0.0/16" {
+		if got := c.MustExec(t, append([]string{"firewall-cmd"}, args...)...); got != "172.17.0.0/16" {
 			t.Errorf("firewall-cmd %s = %q", strings.Join(args, " "), got)
 		}
 	}

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/cri"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeadmconfig"
 	"kubeboot.dev/kubeboot/bootstrapd/rejoin"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
@@ -132,7 +133,7 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 	var changes []stage.Change
 
 	if why := leftovers(env); why != "" {
-		if err := s.reset(ctx, out); err != nil {
+		if err := s.reset(ctx, env, out); err != nil {
 			return changes, err
 		}
 		changes = append(changes, stage.Change("kubeadm reset: "+why))
@@ -182,7 +183,7 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 	out.Mark("kubeadm %s", strings.Join(args, " "))
 	if err := s.run(ctx, out, args...); err != nil {
 		last := strings.Join(out.Tail(5), "\n")
-		if rerr := s.reset(ctx, out); rerr != nil {
+		if rerr := s.reset(ctx, env, out); rerr != nil {
 			env.Log.Warn("kubeadm reset after the failure failed too; the next attempt resets first", "err", rerr)
 		}
 		return changes, stage.Temporary(fmt.Errorf("kubeadm %s failed: %w; its last lines:\n%s", verb[0], err, last))
@@ -252,13 +253,30 @@ func (s *Stage) run(ctx context.Context, out *output, args ...string) error {
 
 // reset undoes a kubeadm init or join: static pods, kubelet config, etcd
 // data, certificates. The CAs are installed again by the next attempt.
-func (s *Stage) reset(ctx context.Context, out *output) error {
+// kubeadm reset stops the kubelet but only warns when the runtime is slow
+// to answer its container cleanup (seen under TCG); the pods are then
+// removed here, with room for a slow runtime, so that the next attempt
+// finds its ports free.
+func (s *Stage) reset(ctx context.Context, env *stage.Env, out *output) error {
 	out.Mark("kubeadm reset --force")
 	if err := s.run(ctx, out, "reset", "--force", "--cri-socket", kubeadmconfig.CRISocket); err != nil {
 		return fmt.Errorf("kubeadm reset: %w", err)
 	}
-	return nil
+	conn, err := cri.Dial(env.Path(nodepath.ContainerdSocket))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	n, err := cri.RemovePods(ctx, conn, podRemoveTimeout)
+	if n > 0 {
+		fmt.Fprintf(out, "removed %d pods kubeadm reset left running\n", n)
+	}
+	return err
 }
+
+// podRemoveTimeout bounds each runtime call of reset's pod cleanup: under
+// TCG starting a pod sandbox took 80 s.
+const podRemoveTimeout = 3 * time.Minute
 
 // leftovers says what an interrupted kubeadm left on the node, or "".
 func leftovers(env *stage.Env) string {

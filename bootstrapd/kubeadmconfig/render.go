@@ -122,8 +122,10 @@ const (
 	// [4m] The kubelet's /healthz after kubeadm starts it.
 	kubeletHealthTimeout = 10 * time.Minute
 	// [1m] Each API call kubeadm retries until it succeeds: the one that
-	// timed out under TCG; five times the default.
-	kubernetesAPICallTimeout = 5 * time.Minute
+	// timed out under TCG. With the host loaded (e2e, 2026-11-29) the
+	// control plane's pod sandboxes took 80 s to start and the API server
+	// did not answer within 5 minutes of the kubelet's start.
+	kubernetesAPICallTimeout = 10 * time.Minute
 	// [2m] A joining control plane adds its etcd member and waits for it.
 	etcdAPICallTimeout = 5 * time.Minute
 	// [5m] A joining kubelet's CSR approved and signed by the control plane.

@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"kubeboot.dev/kubeboot/bootstrapd/cri"
 )
 
 // Bounds of what is read from the runtime: a node runs tens of pods.
@@ -18,9 +17,6 @@ const (
 	maxSandboxes  = 500
 	maxContainers = 1000
 	maxImages     = 500
-	// maxCRIMessage bounds one CRI answer (a verbose status carries the
-	// OCI runtime spec; gRPC's default is 4 MiB).
-	maxCRIMessage = 8 << 20
 )
 
 // sandbox is a pod sandbox as the CRI reports it.
@@ -65,11 +61,9 @@ type criFacts struct {
 // readCRI lists sandboxes, containers and images through the CRI at
 // socket, each call bounded by timeout.
 func readCRI(ctx context.Context, socket string, timeout time.Duration) (*criFacts, error) {
-	conn, err := grpc.NewClient("unix://"+socket,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxCRIMessage)))
+	conn, err := cri.Dial(socket)
 	if err != nil {
-		return nil, fmt.Errorf("CRI at %s: %w", socket, err)
+		return nil, err
 	}
 	defer conn.Close()
 	rt := runtimeapi.NewRuntimeServiceClient(conn)

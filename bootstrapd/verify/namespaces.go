@@ -142,8 +142,7 @@ func (n *node) namespaces(context.Context) Section {
 		}
 		return id.String() + " (not listed by ip netns)"
 	}
-	if n.criErr != nil {
-		s.fail("the runtime answers on the CRI", "containerd serving the CRI at "+n.o.CRISocket, n.criErr.Error())
+	if !n.runtimeAnswers(&s) {
 		return s
 	}
 

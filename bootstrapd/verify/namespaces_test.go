@@ -12,7 +12,8 @@ import (
 // runtime reports it under /var/run/netns, which on Debian is /run/netns
 // through a link (containerd's default directory and ip's are the same).
 // The sandbox record stands for what containerd reports on a node; the
-// runtime itself is TestNodeAsTheReference's.
+// runtime itself is TestContainersAndImagesAsTheReference's (pods on the
+// host network).
 func TestNetNSListingOnce(t *testing.T) {
 	needRoot(t)
 	if real, err := os.Readlink("/var/run"); err != nil || (real != "/run" && real != "../run") {

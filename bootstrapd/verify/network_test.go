@@ -40,7 +40,7 @@ func TestNetworkAsTheReference(t *testing.T) {
 	applyNetwork(t, ref, root, o)
 
 	n := prepare(o)
-	n.cri = &criFacts{} // a node with no pod yet; the pod links are TestRuntimeNode's
+	n.cri = &criFacts{} // a node with no pod yet: pod veths need the pod network's CNI, which no test here runs
 	n.apiErr = errNoAPI
 	ctx := context.Background()
 	links, addrs := n.links(ctx), n.addresses(ctx)

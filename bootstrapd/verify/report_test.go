@@ -15,7 +15,8 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // referenceReport is a report as the seed's controller would give it, with
-// two failures: one section lost its default route, one pod is not ready.
+// three failures: one section lost its default route, one pod is not
+// ready, an image was pulled.
 func referenceReport() *Report {
 	r := &Report{Node: "controller.home.local", Role: "init", Config: "8a6a8c15f417", Source: "NoCloud volume /dev/sr0 (iso9660, label cidata)",
 		Sections: []Section{
@@ -47,6 +48,17 @@ func referenceReport() *Report {
 					{"node controller.home.local Ready", true, "Ready", "Ready"},
 					{"pod kube-system/coredns-7c65d6cfc9-zczmd running and ready", false, "Running, ready", "is Pending (ContainerCreating)\x1b[2J"},
 				}},
+			{Name: "containers", Title: "Containers and images (crictl ps -a; crictl images)",
+				Found: []string{
+					"pod kube-system/kube-proxy-7zqsq  container kube-proxy  image registry.k8s.io/kube-proxy:v1.37.2  Running  restarts 0  id 8517fb7aa7f80",
+					"image registry.k8s.io/kube-proxy:v1.37.2  registry.k8s.io/kube-proxy@sha256:858a067920945b46ec55f99d2c8c8402ddb91c57d8aa705ab5dc61002f97455b  id 505d571f5fd56  pinned  20.3MB",
+					"image docker.io/library/nginx:1.29  docker.io/library/nginx@sha256:0d17b565c37bcbd895e9d92315a05c1c3c9a29f762b011a10c54a66cd53c9b31  id 9a3a3d95f3a7c  not pinned  59.8MB",
+				},
+				Checks: []Check{
+					{"container kube-proxy of pod kube-system/kube-proxy-7zqsq", true, "Running (or Exited 0: an init container that finished)", "Running, restarts 0"},
+					{"image registry.k8s.io/kube-proxy:v1.37.2", true, "registry.k8s.io/kube-proxy@sha256:858a067920945b46ec55f99d2c8c8402ddb91c57d8aa705ab5dc61002f97455b, pinned", "registry.k8s.io/kube-proxy@sha256:858a067920945b46ec55f99d2c8c8402ddb91c57d8aa705ab5dc61002f97455b, pinned"},
+					{"image docker.io/library/nginx:1.29", false, "only the images of /usr/share/kubeboot/images/index", "not in the pinned set: pulled or imported on the node"},
+				}},
 		}}
 	r.finish()
 	return r
@@ -75,8 +87,8 @@ func TestTextReport(t *testing.T) {
 	if diff := cmp.Diff(string(want), b.String()); diff != "" {
 		t.Errorf("text report (-golden +got), rerun with -update if intended:\n%s", diff)
 	}
-	if r.OK || r.Checks != 8 || r.Failed != 2 {
-		t.Errorf("ok %v, %d checks, %d failed; want false, 8, 2", r.OK, r.Checks, r.Failed)
+	if r.OK || r.Checks != 11 || r.Failed != 3 {
+		t.Errorf("ok %v, %d checks, %d failed; want false, 11, 3", r.OK, r.Checks, r.Failed)
 	}
 }
 
@@ -94,7 +106,7 @@ func TestJSONReport(t *testing.T) {
 	if diff := cmp.Diff(*r, back); diff != "" {
 		t.Errorf("JSON round trip (-want +got):\n%s", diff)
 	}
-	for _, key := range []string{`"ok": false`, `"failed": 2`, `"expected": "default via 172.16.0.254 dev enp1s0 proto static metric 100"`, `"found": "no route to default (0.0.0.0/0)"`} {
+	for _, key := range []string{`"ok": false`, `"failed": 3`, `"name": "containers"`, `"found": "not in the pinned set: pulled or imported on the node"`, `"expected": "default via 172.16.0.254 dev enp1s0 proto static metric 100"`, `"found": "no route to default (0.0.0.0/0)"`} {
 		if !strings.Contains(b.String(), key) {
 			t.Errorf("JSON lacks %s:\n%s", key, b.String())
 		}

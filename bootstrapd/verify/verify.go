@@ -113,6 +113,7 @@ func (n *node) report(ctx context.Context) *Report {
 		n.addresses,
 		n.nftables,
 		n.cluster,
+		n.containers,
 		n.kubeadm,
 	} {
 		sctx, cancel := context.WithTimeout(ctx, sectionTimeout)
