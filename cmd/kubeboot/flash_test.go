@@ -107,3 +107,18 @@ func head(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// The answer must be y or yes; anything else, an empty line and no line
+// at all included, is no.
+func TestConfirm(t *testing.T) {
+	for in, want := range map[string]bool{"y\n": true, "YES\n": true, " yes \n": true, "\n": false, "": false, "n\n": false, "yess\n": false, "y": true} {
+		var out strings.Builder
+		got, err := confirm(strings.NewReader(in), &out, "Write it?")
+		if err != nil || got != want {
+			t.Errorf("answer %q: %v, %v; want %v", in, got, err, want)
+		}
+		if out.String() != "Write it? [y/N] " {
+			t.Errorf("prompt %q", out.String())
+		}
+	}
+}
