@@ -26,8 +26,9 @@ const flashUsage = `usage: kubeboot flash --image out/node.raw|out/node.raw.zst 
 Writes a node image onto a whole disk (a USB stick, a server's disk, a VM's
 block device), then reads the disk back and compares it with the image.
 Only the image's data is sent to the disk: its holes, and the zero runs of a
-.zst, are zeroed with the disk's write-zeroes when it has it, else written
-only where the disk holds something else. A .zst is checked whole against
+.zst, are zeroed without sending zeros when the disk can (write-zeroes; a
+loop device's discard), else written only where the disk holds something
+else. A .zst is checked whole against
 its header before the disk is touched.
 
 Refused: a partition, a read-only disk, the disk holding /, a disk with a
