@@ -57,38 +57,35 @@ func (Stage) Inputs(cfg *machineconfig.MachineConfig) any { return cfg.Container
 // baked index says which) and for registries whose hosts.toml someone
 // else wrote.
 func (Stage) Validate(_ context.Context, env *stage.Env) error {
-	pinned, err := pinnedRegistries(env.Root)
-	if err != nil {
+	entries, err := images.ReadIndex(env.Root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) { // an image without Kubernetes artifacts pins nothing
 		return err
 	}
-	var errs []error
+	errs := []error{CheckPinned(env.Config.Containerd.Mirrors, entries)}
 	for i, m := range env.Config.Containerd.Mirrors {
-		field := fmt.Sprintf("containerd.mirrors[%d].registry", i)
-		if slices.Contains(pinned, m.Registry) {
-			errs = append(errs, fmt.Errorf("%s: %s serves images this node image pins (%s); they are never pulled, and a mirror would make them pullable, so %s takes no mirror", field, m.Registry, nodepath.ImagesIndex, m.Registry))
-			continue
-		}
 		p := images.HostsPath(m.Registry)
 		mine, exists, err := ours(env.Path(p))
 		if err != nil {
 			return err
 		}
 		if exists && !mine {
-			errs = append(errs, fmt.Errorf("%s: %s exists and was not written by bootstrapd; remove it or drop the mirror from the config", field, p))
+			errs = append(errs, fmt.Errorf("containerd.mirrors[%d].registry: %s exists and was not written by bootstrapd; remove it or drop the mirror from the config", i, p))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func pinnedRegistries(root string) ([]string, error) {
-	entries, err := images.ReadIndex(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // an image without Kubernetes artifacts pins nothing
+// CheckPinned refuses a mirror for a registry of the pinned images: the
+// stage on the node, and the image builder for a baked config.
+func CheckPinned(mirrors []machineconfig.RegistryMirror, pinned []images.Entry) error {
+	regs := images.Registries(pinned)
+	var errs []error
+	for i, m := range mirrors {
+		if slices.Contains(regs, m.Registry) {
+			errs = append(errs, fmt.Errorf("containerd.mirrors[%d].registry: %s serves images this node image pins (%s); they are never pulled, and a mirror would make them pullable, so %s takes no mirror", i, m.Registry, nodepath.ImagesIndex, m.Registry))
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return images.Registries(entries), nil
+	return errors.Join(errs...)
 }
 
 func (s Stage) Plan(_ context.Context, env *stage.Env) ([]stage.Change, error) {
