@@ -105,22 +105,29 @@ func TestMirrorErrors(t *testing.T) {
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(mirrorsHead+"containerd:\n  mirrors:\n"+r.text))
-			list, ok := err.(ErrorList)
-			if !ok {
-				t.Fatalf("err = %v, want an ErrorList", err)
+			if e, ok := errorAt(t, err, r.path, r.msg, r.line, r.col); ok && strings.Contains(e.Error(), "hunter2") {
+				t.Errorf("the error shows the password: %v", e)
 			}
-			for _, e := range list {
-				if e.Path == r.path && strings.Contains(e.Message, r.msg) {
-					if e.Line != r.line || e.Column != r.col || e.File != "t.yaml" {
-						t.Errorf("at %s:%d:%d, want t.yaml:%d:%d (%v)", e.File, e.Line, e.Column, r.line, r.col, e)
-					}
-					if strings.Contains(e.Error(), "hunter2") {
-						t.Errorf("the error shows the password: %v", e)
-					}
-					return
-				}
-			}
-			t.Errorf("no error at %s containing %q; got:\n%v", r.path, r.msg, err)
 		})
 	}
+}
+
+// errorAt finds in err (an ErrorList from Parse of t.yaml) the problem at
+// path whose message contains msg, and checks it is at line:col.
+func errorAt(t *testing.T, err error, path, msg string, line, col int) (Error, bool) {
+	t.Helper()
+	list, ok := err.(ErrorList)
+	if !ok {
+		t.Fatalf("err = %v, want an ErrorList", err)
+	}
+	for _, e := range list {
+		if e.Path == path && strings.Contains(e.Message, msg) {
+			if e.Line != line || e.Column != col || e.File != "t.yaml" {
+				t.Errorf("at %s:%d:%d, want t.yaml:%d:%d (%v)", e.File, e.Line, e.Column, line, col, e)
+			}
+			return e, true
+		}
+	}
+	t.Errorf("no error at %s containing %q; got:\n%v", path, msg, err)
+	return Error{}, false
 }

@@ -12,6 +12,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/image/flash"
 	"kubeboot.dev/kubeboot/internal/flashtest"
+	"kubeboot.dev/kubeboot/internal/netnstest"
 )
 
 func TestFlashUsage(t *testing.T) {
@@ -77,7 +78,7 @@ func TestFlashWithConfig(t *testing.T) {
 		t.Fatalf("partitions %+v: want the image's two and CIDATA", parts)
 	}
 	part := filepath.Join(dir, "cidata.part")
-	flashtest.Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+strconv.FormatInt(parts[2].Start, 10),
+	netnstest.Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+strconv.FormatInt(parts[2].Start, 10),
 		"count="+strconv.FormatInt(parts[2].Size, 10), "status=none")
 	res, err := source.ReadNoCloud(part)
 	if err != nil {

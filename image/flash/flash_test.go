@@ -21,6 +21,7 @@ import (
 	"kubeboot.dev/kubeboot/image/flash"
 	"kubeboot.dev/kubeboot/image/progress"
 	. "kubeboot.dev/kubeboot/internal/flashtest"
+	"kubeboot.dev/kubeboot/internal/netnstest"
 )
 
 // fileSHA256 is the sha256 of the first n bytes of the file at p.
@@ -69,7 +70,7 @@ func TestCompressedImage(t *testing.T) {
 	}
 	if _, err := exec.LookPath("zstd"); err == nil {
 		out := filepath.Join(dir, "plain.raw")
-		Run(t, "zstd", "-q", "-d", zst, "-o", out)
+		netnstest.Run(t, "zstd", "-q", "-d", zst, "-o", out)
 		if fileSHA256(t, out, ImageSize) != fileSHA256(t, raw, ImageSize) {
 			t.Error("zstd -d does not give the raw image back")
 		}
@@ -229,15 +230,15 @@ func TestInspectRefuses(t *testing.T) {
 	if _, err := flash.Write(context.Background(), img, d, progress.Discard); err != nil {
 		t.Fatal(err)
 	}
-	Run(t, "partx", "--update", dev)
+	netnstest.Run(t, "partx", "--update", dev)
 	part := dev + "p1"
 	if _, err := flash.Inspect(part, "", ""); err == nil || !strings.Contains(err.Error(), "is a partition of "+dev+"; flash writes the whole disk: --device "+dev) {
 		t.Errorf("a partition: %v", err)
 	}
-	Run(t, "mkfs.ext4", "-q", part)
+	netnstest.Run(t, "mkfs.ext4", "-q", part)
 	mnt := t.TempDir()
-	Run(t, "mount", part, mnt)
-	defer Run(t, "umount", mnt)
+	netnstest.Run(t, "mount", part, mnt)
+	defer netnstest.Run(t, "umount", mnt)
 	if _, err := flash.Inspect(dev, "", ""); err == nil || !strings.Contains(err.Error(), part+" mounted at "+mnt) {
 		t.Errorf("a disk with a mounted partition: %v", err)
 	}
@@ -312,7 +313,7 @@ func TestCIDATAPartition(t *testing.T) {
 	if err := flash.AddCIDATA(context.Background(), d, img.Size, vol); err != nil {
 		t.Fatal(err)
 	}
-	Run(t, "sfdisk", "--verify", dev)
+	netnstest.Run(t, "sfdisk", "--verify", dev)
 	parts := table(t, dev)
 	if len(parts) != 3 || parts[2].Name != "CIDATA" || parts[2].Type != flash.CIDATAPartitionType {
 		t.Fatalf("partitions %+v: want ESP, STATE and CIDATA", parts)
@@ -323,7 +324,7 @@ func TestCIDATAPartition(t *testing.T) {
 	}
 	// bootstrapd's reader on the partition's bytes.
 	part := filepath.Join(dir, "cidata.part")
-	Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+itoa(c.Start), "count="+itoa(c.Size), "status=none")
+	netnstest.Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+itoa(c.Start), "count="+itoa(c.Size), "status=none")
 	res, err := source.ReadNoCloud(part)
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +337,7 @@ func TestCIDATAPartition(t *testing.T) {
 		t.Skip("systemd-repart not installed: the growth of STATE up to CIDATA is not checked")
 	}
 	before := fileSHA256(t, part, c.Size*512)
-	Run(t, "systemd-repart", "--dry-run=no", "--no-pager", "--definitions=../../overlays/usr/lib/kubeboot/repart.d", dev)
+	netnstest.Run(t, "systemd-repart", "--dry-run=no", "--no-pager", "--definitions=../../overlays/usr/lib/kubeboot/repart.d", dev)
 	after := table(t, dev)
 	if len(after) != 3 || after[2] != c {
 		t.Fatalf("after repart: %+v, want CIDATA unchanged %+v", after, c)
@@ -344,7 +345,7 @@ func TestCIDATAPartition(t *testing.T) {
 	if s := after[1]; s.Name != "STATE" || (s.Start+s.Size)*512 < c.Start*512-2*MiB || s.Start+s.Size > c.Start {
 		t.Errorf("STATE after repart ends at sector %d, want it grown up to CIDATA at %d", s.Start+s.Size, c.Start)
 	}
-	Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+itoa(c.Start), "count="+itoa(c.Size), "status=none")
+	netnstest.Run(t, "dd", "if="+backing, "of="+part, "bs=512", "skip="+itoa(c.Start), "count="+itoa(c.Size), "status=none")
 	if fileSHA256(t, part, c.Size*512) != before {
 		t.Error("repart changed the CIDATA partition's contents")
 	}
@@ -360,7 +361,7 @@ func table(t *testing.T, dev string) []partition {
 	var pt struct {
 		PartitionTable struct{ Partitions []partition }
 	}
-	if err := json.Unmarshal([]byte(Run(t, "sfdisk", "--json", dev)), &pt); err != nil {
+	if err := json.Unmarshal([]byte(netnstest.Run(t, "sfdisk", "--json", dev)), &pt); err != nil {
 		t.Fatal(err)
 	}
 	return pt.PartitionTable.Partitions

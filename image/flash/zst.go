@@ -125,7 +125,7 @@ func Compress(ctx context.Context, raw, out string) (Header, error) {
 		return h, err
 	}
 	zsum := sha256.New()
-	w := &countWriter{w: io.MultiWriter(f, zsum)}
+	w := io.MultiWriter(f, zsum)
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(true))
 	if err != nil {
 		return h, err
@@ -181,7 +181,11 @@ func Compress(ctx context.Context, raw, out string) (Header, error) {
 	if err := writeZeroFrame(w, zeros); err != nil {
 		return h, err
 	}
-	h = Header{RawSize: st.Size(), RawSHA256: digest.String(), ZstSize: w.n, ZstSHA256: hex.EncodeToString(zsum.Sum(nil))}
+	end, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return h, err
+	}
+	h = Header{RawSize: st.Size(), RawSHA256: digest.String(), ZstSize: end - int64(8+headerSize), ZstSHA256: hex.EncodeToString(zsum.Sum(nil))}
 	if _, err := f.WriteAt(h.encode(), 0); err != nil {
 		return h, err
 	}
@@ -212,17 +216,6 @@ func writeZeroFrame(w io.Writer, n int64) error {
 	}
 	_, err := w.Write(b)
 	return err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // CheckCompressed reads the whole compressed stream of a raw.zst against

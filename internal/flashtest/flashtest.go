@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kubeboot.dev/kubeboot/internal/netnstest"
 )
 
 // MiB is a mebibyte.
@@ -31,16 +33,6 @@ func NeedRoot(tb testing.TB, tools ...string) {
 			tb.Skipf("%s not installed (scripts/setup-host.sh installs it)", tool)
 		}
 	}
-}
-
-// Run runs a command and fails the test on error.
-func Run(tb testing.TB, name string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // WriteRandom writes n random bytes at off of the file at path.
@@ -98,7 +90,7 @@ func Loop(tb testing.TB, dir string, size int64) (dev, backing string) {
 	for off := int64(0); off+4*MiB <= size; off += 64 * MiB {
 		WriteRandom(tb, backing, off, 4*MiB)
 	}
-	dev = strings.TrimSpace(Run(tb, "losetup", "--find", "--show", "--partscan", backing))
+	dev = strings.TrimSpace(netnstest.Run(tb, "losetup", "--find", "--show", "--partscan", backing))
 	tb.Cleanup(func() {
 		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
 			tb.Errorf("losetup --detach %s: %v\n%s", dev, err, out)
