@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,7 +32,6 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/registries"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/image/oci"
-	"kubeboot.dev/kubeboot/image/privatecontainerd"
 	"kubeboot.dev/kubeboot/internal/containerdtest"
 	"kubeboot.dev/kubeboot/internal/netnstest"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -282,23 +280,7 @@ func TestPullThroughMirrors(t *testing.T) {
 		"    - registry: untrusted.test\n      endpoints:\n        - url: "+url+"\n")
 	apply(t, e)
 
-	var d *privatecontainerd.Daemon
-	inNS(func() (err error) {
-		d, err = privatecontainerd.Start(context.Background(), privatecontainerd.Options{
-			Binaries: bins, Root: filepath.Join(t.TempDir(), "root"), CRI: true,
-			Config: fmt.Sprintf("\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", certs),
-		})
-		return err
-	})
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	crictl := func(args ...string) (string, error) {
-		out, err := exec.Command(bins["crictl"], append([]string{"--runtime-endpoint", "unix://" + d.Socket, "--image-endpoint", "unix://" + d.Socket, "--timeout", "30s"}, args...)...).CombinedOutput()
-		return string(out), err
-	}
+	d, crictl := containerdtest.StartCRIWithHosts(t, bins, e.InNetNS, certs)
 	if out, err := crictl("pull", "mirror.test/probe:1"); err != nil {
 		t.Fatalf("pull through the mirror: %v\n%s\ncontainerd:\n%s", err, out, d.LogTail())
 	}
