@@ -9,6 +9,7 @@
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
 //	users     the config's accounts, homes 0700 on STATE (/home is /var/home)
 //	          -- READY=1: the host is ready; the Kubernetes phase:
+//	registries      the config's registry mirrors as containerd hosts.toml
 //	images          the pinned images in containerd, pinned, never pulled
 //	kubelet         kubelet.service enabled, and running once configured
 //	kubeadm-init    kubeadm init, once (init node)
@@ -41,6 +42,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/kubelet"
 	"kubeboot.dev/kubeboot/bootstrapd/network"
 	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
+	"kubeboot.dev/kubeboot/bootstrapd/registries"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
@@ -73,7 +75,10 @@ func Plan() []engine.Step {
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase. The images are in the store made at build
+		// The Kubernetes phase. Mirrors first: containerd reads them at
+		// every pull, and the kubelet's first pulls may come right after.
+		{Stage: registries.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
+		// The images are in the store made at build
 		// time; containerd starts alongside bootstrapd, so the first
 		// attempts may find no socket yet.
 		{Stage: images.New(), Kind: engine.Converge, Phase: PhaseKubernetes},

@@ -42,19 +42,7 @@ func TestDecodeErrors(t *testing.T) {
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
 			_, err := Parse("t.yaml", []byte(head+r.text))
-			list, ok := err.(ErrorList)
-			if !ok {
-				t.Fatalf("err = %v, want an ErrorList", err)
-			}
-			for _, e := range list {
-				if e.Path == r.path && strings.Contains(e.Message, r.msg) {
-					if e.Line != r.line || e.Column != r.col || e.File != "t.yaml" {
-						t.Errorf("at %s:%d:%d, want t.yaml:%d:%d (%v)", e.File, e.Line, e.Column, r.line, r.col, e)
-					}
-					return
-				}
-			}
-			t.Errorf("no error at %s containing %q; got:\n%v", r.path, r.msg, err)
+			errorAt(t, err, r.path, r.msg, r.line, r.col)
 		})
 	}
 }

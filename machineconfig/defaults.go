@@ -25,6 +25,7 @@ const (
 //   - kubernetes.advertiseAddress: the first static IPv4 address of the link
 //     holding the default route, else the first static address of any link
 //   - users[].home: /home/NAME, /root for root
+//   - containerd.mirrors[].endpoints[].capabilities: [pull, resolve]
 func (c *MachineConfig) SetDefaults() {
 	fw := &c.Firewall
 	if fw.Backend == "" {
@@ -56,6 +57,13 @@ func (c *MachineConfig) SetDefaults() {
 	}
 	if k.AdvertiseAddress == "" {
 		k.AdvertiseAddress = c.Network.defaultAdvertiseAddress()
+	}
+	for i := range c.Containerd.Mirrors {
+		for j := range c.Containerd.Mirrors[i].Endpoints {
+			if e := &c.Containerd.Mirrors[i].Endpoints[j]; e.Capabilities == nil {
+				e.Capabilities = []string{CapabilityPull, CapabilityResolve}
+			}
+		}
 	}
 	for i := range c.Users {
 		u := &c.Users[i]

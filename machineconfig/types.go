@@ -33,6 +33,7 @@ type MachineConfig struct {
 	System     System      `yaml:"system,omitempty"`
 	Kubernetes Kubernetes  `yaml:"kubernetes"`
 	Users      []User      `yaml:"users,omitempty"`
+	Containerd Containerd  `yaml:"containerd,omitempty"`
 }
 
 // HostEntry is one extra /etc/hosts line.
@@ -239,6 +240,36 @@ type Credentials struct {
 type KubeadmPatch struct {
 	Kind  string         `yaml:"kind"` // InitConfiguration, ClusterConfiguration, JoinConfiguration, KubeletConfiguration, KubeProxyConfiguration
 	Patch map[string]any `yaml:"patch"`
+}
+
+// Containerd configures the node's container runtime.
+type Containerd struct {
+	// Mirrors become containerd hosts.toml files under
+	// /etc/containerd/certs.d (bootstrapd/registries).
+	Mirrors []RegistryMirror `yaml:"mirrors,omitempty"`
+}
+
+// RegistryMirror sends the pulls of one registry's images to mirrors,
+// tried in order before the registry itself.
+type RegistryMirror struct {
+	// Registry is the host of image references, with its port if any:
+	// docker.io, quay.io, registry.home.local:5000.
+	Registry  string           `yaml:"registry"`
+	Endpoints []MirrorEndpoint `yaml:"endpoints"`
+}
+
+// MirrorEndpoint is one mirror of a registry.
+type MirrorEndpoint struct {
+	// URL is https://host[:port] or, for a mirror without TLS,
+	// http://host[:port]: the scheme is the explicit choice, as in
+	// containerd's hosts.toml.
+	URL string `yaml:"url"`
+	// CACert is PEM: the certificates that sign the mirror's TLS
+	// certificate, trusted for this mirror only (https only).
+	CACert string `yaml:"caCert,omitempty"`
+	// Capabilities are containerd's: pull (fetch blobs and manifests by
+	// digest) and resolve (turn a tag into a digest). Default both.
+	Capabilities []string `yaml:"capabilities,omitempty"`
 }
 
 // User is a local account that receives the admin kubeconfig at

@@ -73,6 +73,7 @@ func validateConfig(cfg *MachineConfig) []problem {
 	c.system(cfg)
 	c.kubernetes(cfg)
 	c.users(cfg.Users)
+	c.containerd(cfg.Containerd)
 	return c.probs
 }
 

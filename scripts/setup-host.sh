@@ -14,6 +14,7 @@ pkgs=(
   time                            # hostile-input tests: peak RSS of the bounded child (GNU time)
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
   iptables                        # kube-proxy's iptables mode (iptables-nft) in a netns: bootstrapd verify tests
+  zstd systemd                    # kubeboot flash tests: zstd -d of a raw.zst, systemd-repart next to a CIDATA partition
 )
 missing=()
 for p in "${pkgs[@]}"; do

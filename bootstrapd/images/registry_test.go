@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,7 +20,6 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/images"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/image/oci"
-	"kubeboot.dev/kubeboot/image/privatecontainerd"
 	"kubeboot.dev/kubeboot/internal/containerdtest"
 	"kubeboot.dev/kubeboot/internal/netnstest"
 )
@@ -74,23 +72,7 @@ func TestPinnedRegistriesAreNeverPulled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var d *privatecontainerd.Daemon
-	inNS(func() (err error) {
-		d, err = privatecontainerd.Start(context.Background(), privatecontainerd.Options{
-			Binaries: bins, Root: filepath.Join(t.TempDir(), "root"), CRI: true,
-			Config: fmt.Sprintf("\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", hosts),
-		})
-		return err
-	})
-	t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	crictl := func(args ...string) (string, error) {
-		out, err := exec.Command(bins["crictl"], append([]string{"--runtime-endpoint", "unix://" + d.Socket, "--image-endpoint", "unix://" + d.Socket, "--timeout", "30s"}, args...)...).CombinedOutput()
-		return string(out), err
-	}
+	d, crictl := containerdtest.StartCRIWithHosts(t, bins, env.InNetNS, hosts)
 
 	out, err := crictl("pull", "registry.k8s.io/pause:3.10.2")
 	if err == nil || !strings.Contains(out, "no resolve hosts") {

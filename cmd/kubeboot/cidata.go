@@ -55,63 +55,12 @@ func runCIDATA(args []string) int {
 		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
 		return exitUsage
 	}
-	userData, err := os.ReadFile(*config)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
-		return exitFail
-	}
-	carrier := &machineconfig.Carrier{Dir: filepath.Dir(*config), Tool: "kubeboot cidata", Reserved: []string{"user-data", "meta-data", "network-config"}}
-	cfg, err := machineconfig.ParseWithFiles(*config, userData, carrier.Read)
+	files, id, err := seedFiles("kubeboot cidata", *config, *network, extra, *instanceID)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return exitFail
 	}
-	files := map[string][]byte{"user-data": userData}
-	for _, name := range carrier.Names {
-		// The role's share only: a worker's volume holds no private key.
-		files[name] = clustersecrets.Marshal(cfg.Kubernetes.Credentials.Bundle)
-	}
-	if *network != "" {
-		data, err := os.ReadFile(*network)
-		if err == nil {
-			_, err = machineconfig.ParseNetplan(*network, data)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "kubeboot cidata: --network-config:", err)
-			return exitFail
-		}
-		files["network-config"] = data
-	}
-	for _, f := range extra {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "kubeboot cidata: --file:", err)
-			return exitFail
-		}
-		name := filepath.Base(f)
-		if _, dup := files[name]; dup {
-			fmt.Fprintf(os.Stderr, "kubeboot cidata: --file %s: the volume already has a %s\n", f, name)
-			return exitUsage
-		}
-		files[name] = data
-	}
-	sum := sha256.New()
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		fmt.Fprintf(sum, "%s %d\n", name, len(files[name]))
-		sum.Write(files[name])
-	}
-	if *instanceID == "" {
-		// A new id when the contents change: cloud-init treats a new
-		// instance id as a new machine.
-		*instanceID = "kubeboot-" + hex.EncodeToString(sum.Sum(nil))[:16]
-	}
-	files["meta-data"] = []byte(fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", strconv.Quote(*instanceID), strconv.Quote(cfg.Hostname)))
-	epoch := int64(defaultEpoch)
-	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= defaultEpoch {
-			epoch = n
-		}
-	}
+	epoch := sourceDateEpoch()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cidata.Write(ctx, *out, files, cidata.Options{Format: format, SourceDateEpoch: epoch}); err != nil {
@@ -121,8 +70,74 @@ func runCIDATA(args []string) int {
 		fmt.Fprintln(os.Stderr, "kubeboot cidata:", err)
 		return exitFail
 	}
-	fmt.Printf("wrote %s (%s, label %s, instance-id %s)\n", *out, format, cidata.Label, *instanceID)
+	fmt.Printf("wrote %s (%s, label %s, instance-id %s)\n", *out, format, cidata.Label, id)
 	return exitOK
+}
+
+// seedFiles are the files of a NoCloud volume for the config at config,
+// checked as kubeboot cidata checks them: the config is validated, the
+// secrets bundle it names is carried (the role's share only), the
+// network-config is validated, extra files may not replace one of these.
+// tool prefixes the messages.
+func seedFiles(tool, config, network string, extra []string, instanceID string) (map[string][]byte, string, error) {
+	userData, err := os.ReadFile(config)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", tool, err)
+	}
+	carrier := &machineconfig.Carrier{Dir: filepath.Dir(config), Tool: tool, Reserved: []string{"user-data", "meta-data", "network-config"}}
+	cfg, err := machineconfig.ParseWithFiles(config, userData, carrier.Read)
+	if err != nil {
+		return nil, "", err
+	}
+	files := map[string][]byte{"user-data": userData}
+	for _, name := range carrier.Names {
+		// The role's share only: a worker's volume holds no private key.
+		files[name] = clustersecrets.Marshal(cfg.Kubernetes.Credentials.Bundle)
+	}
+	if network != "" {
+		data, err := os.ReadFile(network)
+		if err == nil {
+			_, err = machineconfig.ParseNetplan(network, data)
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: --network-config: %w", tool, err)
+		}
+		files["network-config"] = data
+	}
+	for _, f := range extra {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: --file: %w", tool, err)
+		}
+		name := filepath.Base(f)
+		if _, dup := files[name]; dup {
+			return nil, "", fmt.Errorf("%s: --file %s: the volume already has a %s", tool, f, name)
+		}
+		files[name] = data
+	}
+	sum := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(sum, "%s %d\n", name, len(files[name]))
+		sum.Write(files[name])
+	}
+	if instanceID == "" {
+		// A new id when the contents change: cloud-init treats a new
+		// instance id as a new machine.
+		instanceID = "kubeboot-" + hex.EncodeToString(sum.Sum(nil))[:16]
+	}
+	files["meta-data"] = []byte(fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", strconv.Quote(instanceID), strconv.Quote(cfg.Hostname)))
+	return files, instanceID, nil
+}
+
+// sourceDateEpoch is $SOURCE_DATE_EPOCH when valid, else defaultEpoch.
+func sourceDateEpoch() int64 {
+	epoch := int64(defaultEpoch)
+	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= defaultEpoch {
+			epoch = n
+		}
+	}
+	return epoch
 }
 
 type multiFlag []string

@@ -97,6 +97,9 @@ func runImage(args []string) int {
 	if res.QCOW2 != "" {
 		fmt.Printf(" and %s", res.QCOW2)
 	}
+	if res.Zst != "" {
+		fmt.Printf(" and %s", res.Zst)
+	}
 	fmt.Printf(" (root squashfs %.1f MiB)\n", float64(res.RootSize)/(1<<20))
 	return exitOK
 }

@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"artifacts": {"pin, fetch and build artifacts: kubeboot artifacts lock|fetch|build|list", runArtifacts},
 	"image":     {"build a node disk image: kubeboot image build --spec FILE -o OUT", runImage},
 	"cidata":    {"make a NoCloud seed volume: kubeboot cidata -o seed.iso --config FILE", runCIDATA},
+	"flash":     {"write a node image onto a disk: kubeboot flash --image out/node.raw.zst --device /dev/X", runFlash},
 	"secrets":   {"make a cluster's shared secrets: kubeboot secrets gen -o FILE", runSecrets},
 	"config":    {"write a node's machine config: kubeboot config gen --secrets FILE --role R --hostname H -o FILE", runConfig},
 }

@@ -13,8 +13,8 @@
 //	esp      systemd-boot, loader entry, kernel, initrd on FAT32
 //	                                             cached by initrd + kernel command line
 //	disk     GPT (GUIDs from the input hash) with ESP, ROOT-A, ROOT-B, STATE
-//	outputs  raw, and qcow2 by qemu-img convert, written to temporary names
-//	         and renamed on success
+//	outputs  raw, qcow2 by qemu-img convert, raw.zst for kubeboot flash
+//	         (image/flash), written to temporary names and renamed on success
 //
 // Each cached step lives in <cache>/image/<step>/<key>/; a change to an
 // overlay rebuilds root, disk and outputs only.
@@ -37,6 +37,7 @@ import (
 	"kubeboot.dev/kubeboot/image/bake"
 	"kubeboot.dev/kubeboot/image/disk"
 	"kubeboot.dev/kubeboot/image/esp"
+	"kubeboot.dev/kubeboot/image/flash"
 	"kubeboot.dev/kubeboot/image/initrd"
 	"kubeboot.dev/kubeboot/image/progress"
 	"kubeboot.dev/kubeboot/image/rootfs"
@@ -91,6 +92,7 @@ type Step struct {
 // Result of a build.
 type Result struct {
 	Raw, QCOW2   string
+	Zst          string // the raw compressed for kubeboot flash
 	PackagesLock string // installed Debian packages, "name version arch" per line
 	Steps        []Step
 	RootSize     int64 // squashfs bytes
@@ -332,6 +334,18 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			perm, dirPerm := diskMode(in.secret)
 			return false, atomicfile.WriteWith(res.QCOW2, perm, dirPerm, func(tmp string) error {
 				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
+			})
+		}); err != nil {
+			return res, err
+		}
+	}
+	if in.zst {
+		res.Zst = o.Output + ".zst"
+		if err := timed("zst", func() (bool, error) {
+			perm, dirPerm := diskMode(in.secret)
+			return false, atomicfile.WriteWith(res.Zst, perm, dirPerm, func(tmp string) error {
+				_, err := flash.Compress(ctx, o.Output, tmp)
+				return err
 			})
 		}); err != nil {
 			return res, err

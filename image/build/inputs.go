@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"kubeboot.dev/kubeboot/bootstrapd/images"
+	"kubeboot.dev/kubeboot/bootstrapd/registries"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
 	"kubeboot.dev/kubeboot/clustersecrets"
 	"kubeboot.dev/kubeboot/image/aptmirror"
@@ -49,6 +50,7 @@ type inputs struct {
 	storeKey       string
 	diskSize       int64
 	qcow2          bool
+	zst            bool // OUT.raw.zst for kubeboot flash
 	// secret is set when a baked machine config holds join credentials:
 	// the root squashfs and the disk images are then 0600 in 0700
 	// directories on the build host.
@@ -86,8 +88,10 @@ func resolve(o Options) (*inputs, error) {
 		case "raw":
 		case "qcow2":
 			in.qcow2 = true
+		case "zst":
+			in.zst = true
 		default:
-			return nil, fmt.Errorf("%s: output.formats: %q is not raw or qcow2", o.SpecPath, f)
+			return nil, fmt.Errorf("%s: output.formats: %q is not raw, qcow2 or zst", o.SpecPath, f)
 		}
 	}
 
@@ -120,8 +124,9 @@ func resolve(o Options) (*inputs, error) {
 		return nil, err
 	}
 	in.enable = append(in.enable, "bootstrapd.service")
+	var baked *machineconfig.MachineConfig
 	if o.MachineConfig != "" {
-		if err := in.addMachineConfig(o.MachineConfig); err != nil {
+		if baked, err = in.addMachineConfig(o.MachineConfig); err != nil {
 			return nil, err
 		}
 	}
@@ -132,6 +137,15 @@ func resolve(o Options) (*inputs, error) {
 		}
 		if err := in.addArtifacts(set); err != nil {
 			return nil, err
+		}
+		if baked != nil {
+			var pinned []images.Entry
+			for _, im := range in.images {
+				pinned = append(pinned, im.Entry)
+			}
+			if err := registries.CheckPinned(baked.Containerd.Mirrors, pinned); err != nil {
+				return nil, fmt.Errorf("--machine-config %s: %w", o.MachineConfig, err)
+			}
 		}
 		in.enable = append(in.enable, "containerd.service", "kubelet.service")
 	}
@@ -148,23 +162,23 @@ func resolve(o Options) (*inputs, error) {
 // bundle it names beside it, the role's share only (a worker's image holds
 // no private key). Both are 0600, and the image holding them is private
 // on the build host too (secret).
-func (in *inputs) addMachineConfig(config string) error {
+func (in *inputs) addMachineConfig(config string) (*machineconfig.MachineConfig, error) {
 	data, err := os.ReadFile(config)
 	if err != nil {
-		return fmt.Errorf("--machine-config: %w", err)
+		return nil, fmt.Errorf("--machine-config: %w", err)
 	}
 	dir := path.Dir(source.BakedPath)
 	carrier := &machineconfig.Carrier{Dir: filepath.Dir(config), Tool: "kubeboot image build", Reserved: []string{path.Base(source.BakedPath), path.Base(nodepath.PackagesLock), path.Base(nodepath.ImagesDir)}}
 	cfg, err := machineconfig.ParseWithFiles(config, data, carrier.Read)
 	if err != nil {
-		return fmt.Errorf("--machine-config: %w", err)
+		return nil, fmt.Errorf("--machine-config: %w", err)
 	}
 	in.addData(source.BakedPath, data, 0o600)
 	for _, name := range carrier.Names {
 		in.addData(path.Join(dir, name), clustersecrets.Marshal(cfg.Kubernetes.Credentials.Bundle), 0o600)
 	}
 	in.secret = true
-	return nil
+	return cfg, nil
 }
 
 // addArtifacts installs the node binaries, CNI plugins and image archives.

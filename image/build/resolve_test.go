@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"kubeboot.dev/kubeboot/clustersecrets"
+	"kubeboot.dev/kubeboot/internal/cachetest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -102,5 +103,32 @@ func TestResolveNamesWhatIsMissing(t *testing.T) {
 	os.Remove(filepath.Join(dir, "secrets.yaml"))
 	if _, err = resolve(Options{SpecPath: spec, CacheDir: empty, Bootstrapd: bin, OSOnly: true, MachineConfig: good}); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing bundle: err = %v", err)
+	}
+}
+
+// A baked config with a mirror for a registry of the image's pinned images
+// (ghcr.io serves flannel in configs/image.yaml) is refused at build time,
+// as the node's registries stage would refuse it.
+func TestResolveRefusesMirrorsOfPinnedRegistries(t *testing.T) {
+	spec, err := filepath.Abs("../../configs/image.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cachetest.Image(t, "ghcr.io/flannel-io/flannel:v0.28.10") // skips without make artifacts
+	bin := filepath.Join(t.TempDir(), "bootstrapd")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "machine.yaml")
+	os.WriteFile(cfg, []byte("apiVersion: kubeboot.dev/v1alpha1\nkind: MachineConfig\nrole: init\nhostname: a.example.com\n"+
+		"kubernetes:\n  version: v1.37.2\n  controlPlaneEndpoint: a.example.com:6443\n"+
+		"containerd:\n  mirrors:\n    - registry: ghcr.io\n      endpoints:\n        - url: https://m.example\n"), 0o600)
+	cache := filepath.Join(os.Getenv("HOME"), ".cache/kubeboot")
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
+		cache = filepath.Join(x, "kubeboot")
+	}
+	_, err = resolve(Options{SpecPath: spec, CacheDir: cache, Bootstrapd: bin, MachineConfig: cfg})
+	if err == nil || !strings.Contains(err.Error(), "containerd.mirrors[0].registry: ghcr.io serves images this node image pins") {
+		t.Errorf("resolve: %v, want the mirror for ghcr.io refused", err)
 	}
 }

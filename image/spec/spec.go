@@ -344,8 +344,8 @@ func (s *ImageSpec) Validate() []error {
 		bad("base.mirror", "must be an http(s) URL of a Debian archive, got %q (leave it out to use the build machine's mirror)", m)
 	}
 	for _, f := range s.Output.Formats {
-		if f != "raw" && f != "qcow2" {
-			bad("output.formats", "%q is not raw or qcow2", f)
+		if f != "raw" && f != "qcow2" && f != "zst" {
+			bad("output.formats", "%q is not raw, qcow2 or zst", f)
 		}
 	}
 	if s.Output.DiskSize != "" && !sizeRE.MatchString(s.Output.DiskSize) {

@@ -6,7 +6,9 @@ package containerdtest
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -126,4 +128,33 @@ func Archive(tb testing.TB, dir, ref string, files map[string]string) (images.En
 	}
 	e.Digest = d.String()
 	return e, p
+}
+
+// StartCRIWithHosts runs containerd with the CRI plugin in a network
+// namespace (inNS runs a function there, as stage.Env.InNetNS does),
+// reading registry hosts from hostsDir as the node's config_path does, and
+// stops it when the test ends. crictl runs crictl (one of bins) against it.
+func StartCRIWithHosts(tb testing.TB, bins map[string]string, inNS func(func() error) error, hostsDir string) (d *privatecontainerd.Daemon, crictl func(args ...string) (string, error)) {
+	tb.Helper()
+	err := inNS(func() (err error) {
+		d, err = privatecontainerd.Start(context.Background(), privatecontainerd.Options{
+			Binaries: bins, Root: filepath.Join(tb.TempDir(), "root"), CRI: true,
+			Config: fmt.Sprintf("\n[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = %q\n", hostsDir),
+		})
+		return err
+	})
+	if d != nil {
+		tb.Cleanup(func() {
+			if err := d.Stop(); err != nil {
+				tb.Error(err)
+			}
+		})
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d, func(args ...string) (string, error) {
+		out, err := exec.Command(bins["crictl"], append([]string{"--runtime-endpoint", "unix://" + d.Socket, "--image-endpoint", "unix://" + d.Socket, "--timeout", "30s"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
 }
