@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/distribution/reference"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"kubeboot.dev/kubeboot/bootstrapd/images"
@@ -163,8 +164,13 @@ func (n *node) imageChecks(s *Section) {
 		if claimed[i] || slices.ContainsFunc(entries, func(e images.Entry) bool { return slices.Contains(im.Digests, e.DigestRef()) }) {
 			continue
 		}
+		name := "image " + firstOr(im.Tags, firstOr(im.Digests, im.ID))
+		if reg := n.mirrored(im); reg != "" {
+			s.pass(name, "a pinned image or one of a mirrored registry", "pulled through the mirror of "+reg+" (containerd.mirrors)")
+			continue
+		}
 		extra++
-		s.fail("image "+firstOr(im.Tags, firstOr(im.Digests, im.ID)), "only the images of "+nodepath.ImagesIndex, "not in the pinned set: pulled or imported on the node")
+		s.fail(name, "only the images of "+nodepath.ImagesIndex, "not in the pinned set: pulled or imported on the node")
 	}
 	if extra == 0 {
 		s.pass("no image beyond the pinned set", fmt.Sprintf("only the %d images of %s", len(entries), nodepath.ImagesIndex), fmt.Sprintf("%d images", len(n.cri.images)))
@@ -189,4 +195,22 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// mirrored is the registry of im when the machine config gives it a mirror
+// (containerd.mirrors): a workload's image pulled through it is expected.
+func (n *node) mirrored(im image) string {
+	for _, ref := range append(slices.Clone(im.Tags), im.Digests...) {
+		named, err := reference.ParseNormalizedNamed(ref)
+		if err != nil {
+			continue
+		}
+		reg := reference.Domain(named)
+		for _, m := range n.o.Config.Containerd.Mirrors {
+			if m.Registry == reg {
+				return reg
+			}
+		}
+	}
+	return ""
 }

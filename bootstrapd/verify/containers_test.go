@@ -23,6 +23,7 @@ import (
 	"kubeboot.dev/kubeboot/internal/cachetest"
 	"kubeboot.dev/kubeboot/internal/containerdtest"
 	"kubeboot.dev/kubeboot/internal/netnstest"
+	"kubeboot.dev/kubeboot/machineconfig"
 	"kubeboot.dev/kubeboot/nodepath"
 )
 
@@ -352,6 +353,15 @@ func TestContainersAndImagesAsTheReference(t *testing.T) {
 	}
 	if strings.Contains(describeChecks(s), "no image beyond the pinned set") {
 		t.Errorf("the pinned set holds with an extra image:\n%s", describeChecks(s))
+	}
+
+	// With a mirror configured for its registry, the extra image is a
+	// workload's image pulled through it: expected, not a failure.
+	v = n.verifier(t, imageCount(4))
+	v.o.Config.Containerd.Mirrors = []machineconfig.RegistryMirror{{Registry: "ghcr.io"}}
+	s = v.containers(context.Background())
+	if c := checkNamed(t, s, "image ghcr.io/example/extra:1.0"); !c.OK || c.Found != "pulled through the mirror of ghcr.io (containerd.mirrors)" {
+		t.Errorf("an image of a mirrored registry: %+v", c)
 	}
 
 	// Without a runtime, the section says so and nothing else.
