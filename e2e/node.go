@@ -110,9 +110,10 @@ func (vm *VM) WaitBootstrapd(ctx context.Context, phase string) (*progress.Boot,
 	}
 }
 
-// loadSample is the guest's busiest processes and its CPU, memory and I/O
-// pressure.
-const loadSample = "top -b -n 1 -w 160 -o %CPU | head -n 17; cat /proc/pressure/cpu /proc/pressure/io /proc/pressure/memory"
+// loadSample is the guest's load, the processes that used the most CPU
+// since they started (clock ticks, from /proc: the image has no top), and
+// its CPU, memory and I/O pressure.
+const loadSample = "cat /proc/loadavg; awk '{print $14+$15, $1, $2}' /proc/[0-9]*/stat 2>/dev/null | sort -rn | head -n 12; cat /proc/pressure/cpu /proc/pressure/io /proc/pressure/memory"
 
 // failedLine is the reason on status's "failed:" line.
 func failedLine(status string) string {
