@@ -79,7 +79,7 @@ var (
 )
 
 // binary builds bootstrapd once for all tests.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "bootstrapd-test-")
@@ -135,7 +135,7 @@ func needRootAndTools(t *testing.T) {
 
 // node is one simulated machine.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	ns, peerNS string // network namespaces
 	uts        string // file holding the UTS namespace
 	root       string
@@ -143,7 +143,7 @@ type node struct {
 
 var nodeSeq int
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	nodeSeq++
 	n := &node{
@@ -176,7 +176,7 @@ func newNode(t *testing.T) *node {
 // imageAccounts gives root what the image has for the users stage: Debian's
 // account files and login.defs, /etc/skel, and the homes on STATE through
 // relative links (/home -> var/home, /root -> var/roothome).
-func imageAccounts(t *testing.T, root string) {
+func imageAccounts(t testing.TB, root string) {
 	t.Helper()
 	for p, content := range map[string]string{
 		"etc/passwd":  "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -335,7 +335,7 @@ func canonicalNft(v any) string {
 	return string(b)
 }
 
-func decode(t *testing.T, data string, v any) {
+func decode(t testing.TB, data string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(data), v); err != nil {
 		t.Fatalf("decode %q: %v", data, err)
@@ -386,7 +386,7 @@ func (n *node) files(withTimes bool) map[string]string {
 
 // stateSummary keeps what must match between a clean run and a resumed one:
 // which stages are recorded with which config, not when.
-func stateSummary(t *testing.T, rel string, data []byte) string {
+func stateSummary(t testing.TB, rel string, data []byte) string {
 	var m map[string]any
 	if err := json.Unmarshal(data, &m); err != nil {
 		return string(data) // not a record of ours
@@ -409,7 +409,7 @@ func stateSummary(t *testing.T, rel string, data []byte) string {
 
 // inNS runs fn on a thread in the named network namespace; sockets made
 // there belong to it.
-func inNS(t *testing.T, name string, fn func()) {
+func inNS(t testing.TB, name string, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
