@@ -19,10 +19,8 @@ const hostStages = "hostname,network,firewall,sysprep,users"
 func shipped(b *testing.B) string {
 	b.Helper()
 	p := filepath.Join(b.TempDir(), "bootstrapd")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", p, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
+	if err := goBuild(p, ".", "-trimpath", "-ldflags", "-s -w"); err != nil {
+		b.Fatal(err)
 	}
 	return p
 }

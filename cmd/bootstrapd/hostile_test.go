@@ -158,27 +158,20 @@ func matches(s, want string) bool {
 	return true
 }
 
-var (
-	kubebootOnce sync.Once
-	kubebootPath string
-	kubebootErr  error
-)
+// kubebootBuild builds the kubeboot command once, beside bootstrapd.
+var kubebootBuild = sync.OnceValues(func() (string, error) {
+	p := filepath.Join(filepath.Dir(binPath), "kubeboot")
+	return p, goBuild(p, "kubeboot.dev/kubeboot/cmd/kubeboot")
+})
 
-// kubeboot builds the kubeboot command once, as the Makefile does.
 func kubeboot(t testing.TB) string {
 	t.Helper()
-	kubebootOnce.Do(func() {
-		kubebootPath = filepath.Join(filepath.Dir(binary(t)), "kubeboot")
-		cmd := exec.Command("go", "build", "-o", kubebootPath, "kubeboot.dev/kubeboot/cmd/kubeboot")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			kubebootErr = fmt.Errorf("go build kubeboot: %v\n%s", err, out)
-		}
-	})
-	if kubebootErr != nil {
-		t.Fatal(kubebootErr)
+	binary(t)
+	p, err := kubebootBuild()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return kubebootPath
+	return p
 }
 
 // leaks fails the test when text shows the catalog's token or a line of

@@ -88,20 +88,24 @@ func binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "bootstrapd")
-		// Built as the Makefile builds it: without cgo, whose thread
-		// stacks would not fit the address-space limit of the hostile
-		// input tests.
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = goBuild(binPath, ".")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// goBuild builds pkg into dst as the Makefile builds it: without cgo,
+// whose thread stacks would not fit the address-space limit of the
+// hostile input tests.
+func goBuild(dst, pkg string, flags ...string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", dst, pkg)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return nil
 }
 
 func TestMain(m *testing.M) {
