@@ -6,7 +6,7 @@ OUT     := out
 SPEC    ?= configs/image.yaml
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 
-.PHONY: all build test bench fuzz image artifacts e2e clean
+.PHONY: all build test bench fuzz faults image artifacts e2e clean
 
 all: build
 
@@ -22,6 +22,15 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Builder faults (cmd/kubeboot/faults_test.go; root, the artifact and image
+# step caches of $(SPEC) filled by make image): Ctrl-C as each step of
+# kubeboot image build starts, an output directory and a cache on a small
+# tmpfs, an artifact whose sha256 no longer matches the lock. Builds see the
+# real cache through an overlay mount and never write to it. The hostile
+# configs and inputs run in make test (cmd/bootstrapd, TestHostileInputsStayBounded).
+faults:
+	KUBEBOOT_FAULTS=1 $(GO) test -count=1 -timeout 60m -run '^TestBuild(InterruptedAtEachStep|OutputFillsUp|CacheFillsUp|RefusesAnArtifactThatChanged)$$' -v ./cmd/kubeboot
 
 # Every fuzz target, FUZZTIME each (make test runs their seed corpora).
 # Go's minimizer is quadratic in the input's size and by default may take

@@ -198,6 +198,13 @@ type decoder struct {
 	// yaml11Bools accepts yes/no/on/off as booleans, as netplan does.
 	yaml11Bools bool
 	netplan     bool
+	// secrets are the scalar nodes decoded into a Secret: an alias of one
+	// elsewhere would put the secret into errors that quote that field.
+	secrets map[*yaml.Node]bool
+	// secretFile is set for a secrets bundle: its errors quote no key and
+	// no value, since a file named as a bundle may be any file (a key in
+	// the wrong place, /etc/shadow) and its text the secret.
+	secretFile bool
 }
 
 // maxNodes bounds the work for documents whose aliases expand enormously;
@@ -208,7 +215,7 @@ const maxNodes = 200000
 const maxDepth = 64
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, where: map[string]located{}, bad: map[string]bool{}, incomplete: map[string]bool{}}
+	return &decoder{file: file, where: map[string]located{}, bad: map[string]bool{}, incomplete: map[string]bool{}, secrets: map[*yaml.Node]bool{}}
 }
 
 func (d *decoder) fail(path string, at position, format string, args ...any) {
@@ -350,7 +357,7 @@ func (d *decoder) syntaxError(data []byte, err error) {
 	}
 	// Name the last field read before the broken line, so the user sees
 	// where in the structure the break is.
-	if line > 1 && line <= len(lines) {
+	if line > 1 && line <= len(lines) && !d.secretFile {
 		before := len(strings.Join(lines[:line-1], ""))
 		if doc, err := parseYAML(data[:before]); err == nil && doc != nil {
 			if p := lastPath(doc, ""); p != "" {
@@ -508,6 +515,7 @@ func (d *decoder) typeError(path string, n *yaml.Node, t reflect.Type) {
 
 // decode fills v from n; path is the display path of the value.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	written := n
 	if n = d.resolve(n); n == nil {
 		return
 	}
@@ -567,6 +575,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		})
 		v.Set(m)
 	case reflect.String:
+		if t == reflect.TypeFor[Secret]() {
+			d.decodeSecret(written, n, v, path)
+			return
+		}
+		if d.copiesSecret(written, n, path) {
+			return
+		}
 		if s, ok := d.scalarString(n, path); ok {
 			v.SetString(s)
 		}
@@ -595,6 +610,32 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		panic("machineconfig: no decoder for " + t.String())
 	}
+}
+
+// decodeSecret decodes a Secret from n (written is the node as the file
+// has it, n resolved). An anchor or alias there could copy the secret into
+// fields whose errors quote their value (a user name, a label): refused.
+func (d *decoder) decodeSecret(written, n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.ScalarNode {
+		d.secrets[n] = true
+	}
+	if written.Kind == yaml.AliasNode || n.Anchor != "" {
+		d.fail(path, pos(written), "a secret cannot be an anchor (&) or an alias (*): a copy of it in another field would be shown by that field's errors")
+		return
+	}
+	if s, ok := d.scalarString(n, path); ok {
+		v.SetString(s)
+	}
+}
+
+// copiesSecret reports, at path, an alias (written) whose node n is a
+// secret's, before any message can quote its value.
+func (d *decoder) copiesSecret(written, n *yaml.Node, path string) bool {
+	if !d.secrets[n] {
+		return false
+	}
+	d.fail(path, pos(written), "an alias of a secret; secrets are never copied into other fields (the value is not shown)")
+	return true
 }
 
 func (d *decoder) scalarString(n *yaml.Node, path string) (string, bool) {
@@ -642,6 +683,9 @@ func (d *decoder) eachEntry(n *yaml.Node, path string, pathOf func(key string) s
 		if k == nil {
 			return
 		}
+		if d.copiesSecret(n.Content[i], k, path) {
+			continue
+		}
 		v := n.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.Tag == "!!null" {
 			d.fail(path, pos(k), "mapping keys must be plain strings, found %s", describe(k))
@@ -652,7 +696,11 @@ func (d *decoder) eachEntry(n *yaml.Node, path string, pathOf func(key string) s
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			d.fail(pathOf(k.Value), pos(k), "duplicate key %q (first at line %d)", k.Value, first.Line)
+			if d.secretFile {
+				d.fail(path, pos(k), "duplicate key (first at line %d; keys of this file are not shown)", first.Line)
+			} else {
+				d.fail(pathOf(k.Value), pos(k), "duplicate key %q (first at line %d)", k.Value, first.Line)
+			}
 			continue
 		}
 		seen[k.Value] = k
@@ -734,6 +782,12 @@ func (d *decoder) unknownKey(path string, k *yaml.Node, key string, valid []stri
 		d.fail(path, pos(k), "netplan key %q is not supported by kubeboot", key)
 		return
 	}
+	if d.secretFile && suggest(key, valid) == "" {
+		// Not a misspelt key of the schema: maybe a line of a key, or of
+		// a file that is no bundle at all.
+		d.fail(parent, pos(k), "unknown key (not shown: it is no misspelling of a key, and this file holds secrets); valid keys: %s", strings.Join(valid, ", "))
+		return
+	}
 	msg := fmt.Sprintf("unknown key %q", key)
 	if s := didYouMean(key, valid); s != "" {
 		msg += s
@@ -746,6 +800,7 @@ func (d *decoder) unknownKey(path string, k *yaml.Node, key string, valid []stri
 // decodeAny decodes a free-form value (kubeadm patches) into the shapes
 // encoding/json produces, so it can be merged into generated documents.
 func (d *decoder) decodeAny(n *yaml.Node, path string, depth int) any {
+	written := n
 	if n = d.resolve(n); n == nil {
 		return nil
 	}
@@ -771,6 +826,9 @@ func (d *decoder) decodeAny(n *yaml.Node, path string, depth int) any {
 		}
 		return s
 	case yaml.ScalarNode:
+		if d.copiesSecret(written, n, path) {
+			return nil
+		}
 		switch n.Tag {
 		case "!!null":
 			return nil

@@ -150,6 +150,7 @@ func (c *Credentials) TokenLifetime() time.Duration {
 // errors carry file, line, column and field, and never a secret.
 func ParseBundle(filename string, data []byte) (*Bundle, error) {
 	d := newDecoder(filename)
+	d.secretFile = true
 	root := d.parseDocument(data, MaxBundleSize, "a cluster secrets bundle (kind: "+BundleKind+")")
 	if root == nil {
 		return nil, d.errs.errOrNil()

@@ -142,9 +142,16 @@ func checkIfname(n string) string {
 		return fmt.Sprintf("link name %q has glob characters; kubeboot matches exact names (use macAddress to match)", n)
 	case strings.ContainsAny(n, "/: \t\n\"'"):
 		return fmt.Sprintf("link name %q contains '/', ':', quotes or white space", n)
+	case !ifnameRE.MatchString(n):
+		return fmt.Sprintf("link name %q may hold only letters, digits, '-', '_' and '.'", n)
 	}
 	return ""
 }
+
+// ifnameRE is stricter than the kernel, which takes any byte but '/', ':'
+// and white space: names reach firewall rules, status output and the
+// shell of whoever debugs the node, where ';', '$' or '|' do harm.
+var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 var macRE = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 
@@ -570,7 +577,13 @@ func (c *checker) firewall(cfg *MachineConfig) {
 	if fw.Zone != "" && (fw.Backend == BackendNftables || fw.Backend == BackendNone) {
 		c.add("firewall.zone", "zone is a firewalld setting; backend %s does not use it", fw.Backend)
 	}
+	if fw.Zone != "" && !zoneRE.MatchString(fw.Zone) {
+		c.add("firewall.zone", "zone %q is not a firewalld zone name: letters, digits, '-' or '_', at most 17 characters", fw.Zone)
+	}
 }
+
+// zoneRE is a firewalld zone name (firewalld caps them at 17 characters).
+var zoneRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,17}$`)
 
 var sysctlRE = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_@:+-]+)+$`)
 
@@ -1015,6 +1028,33 @@ func (c *checker) workerHoldsNoKey(s *ClusterSecrets, base string) {
 	}
 }
 
+// systemVar are the directories under /var that the node's own software
+// keeps: a home there would be chowned to its user and made 0700.
+var systemVar = []string{"/var/lib/kubeboot", "/var/lib/kubelet", "/var/lib/etcd", "/var/lib/containerd",
+	"/var/lib/cni", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/systemd", "/var/log", "/var/cache", "/var/spool", "/var/roothome"}
+
+// checkHome keeps a (clean, absolute) home where a user's directory can
+// be: the users stage makes an existing home 0700 and its user's, so a
+// home of /etc would hand the user /etc. Root's is /root; another user's
+// is below /home (a link to /var/home) or a directory of its own under
+// /var, such as /var/lib/ops.
+func checkHome(u User) string {
+	if u.Name == "root" {
+		if u.Home != "/root" {
+			return fmt.Sprintf("root's home is /root, not %q", u.Home)
+		}
+		return ""
+	}
+	under := func(dir string) bool { return strings.HasPrefix(u.Home, dir+"/") }
+	if under("/home") || under("/var/home") {
+		return ""
+	}
+	if !under("/var") || strings.Count(u.Home, "/") < 3 || slices.ContainsFunc(systemVar, func(d string) bool { return u.Home == d || under(d) }) {
+		return fmt.Sprintf("home %q must be below /home, or a directory of its own under /var (e.g. /var/lib/ops) outside what the system keeps there; the users stage makes a home 0700 and its user's", u.Home)
+	}
+	return ""
+}
+
 var userRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,30}\$?$`)
 
 func (c *checker) users(users []User) {
@@ -1042,8 +1082,13 @@ func (c *checker) users(users []User) {
 				uids[uid] = p
 			}
 		}
-		if u.Home != "" && (!path.IsAbs(u.Home) || path.Clean(u.Home) != u.Home || u.Home == "/") {
+		if u.Home == "" {
+			continue // no name to default it from
+		}
+		if !path.IsAbs(u.Home) || path.Clean(u.Home) != u.Home || u.Home == "/" {
 			c.add(p+".home", "home %q must be a clean absolute path other than /", u.Home)
+		} else if msg := checkHome(u); msg != "" {
+			c.add(p+".home", "%s", msg)
 		}
 	}
 }

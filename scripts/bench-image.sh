@@ -7,24 +7,45 @@
 # rebuilt from the same rootfs give the same raw image (sha256).
 #
 #   scripts/bench-image.sh [SPEC]     (default configs/image.yaml; needs make build artifacts)
+#   scripts/bench-image.sh --warm [SPEC]
+#
+# --warm leaves the image step cache alone: no cold build, no
+# reproducibility rebuild (both empty cache entries), only a first build
+# (which fills what this tree's bootstrapd and overlays change), the warm
+# rebuild and the overlay change. Its builds read the cache through an
+# overlay mount and write to a throwaway layer, so the shared cache is
+# neither pruned nor grown.
 set -euo pipefail
+WARM_ONLY=
+if [[ ${1:-} == --warm ]]; then WARM_ONLY=1; shift; fi
 SPEC=${1:-configs/image.yaml}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/kubeboot
 KB=bin/kubeboot
 WORK=$(mktemp -d /var/tmp/kubeboot-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+KBFLAGS=()
+if [[ -n $WARM_ONLY ]]; then
+  mkdir -p "$WORK/cache-upper" "$WORK/cache-work" "$WORK/cache"
+  mount -t overlay overlay -o "lowerdir=$CACHE,upperdir=$WORK/cache-upper,workdir=$WORK/cache-work" "$WORK/cache"
+  trap 'umount "$WORK/cache"; rm -rf "$WORK"' EXIT
+  KBFLAGS=(--cache "$WORK/cache")
+fi
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 build() { # build LABEL SPEC OUT
   local t0 out; t0=$(now)
-  out=$("$KB" image build --spec "$2" -o "$3" 2>/dev/null)
+  out=$("$KB" image build "${KBFLAGS[@]}" --spec "$2" -o "$3" 2>/dev/null)
   printf '### %s: %.1f s\n%s\n\n' "$1" "$(since "$t0")" "$(sed -n '/^STEP/,/^wrote/p' <<<"$out")"
 }
 
 echo "## $(date -u +%F) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-rm -rf "$CACHE/image"
-build "cold (image step cache empty)" "$SPEC" "$WORK/cold.raw"
+if [[ -n $WARM_ONLY ]]; then
+  build "first build of this tree (what its bootstrapd and overlays change)" "$SPEC" "$WORK/cold.raw"
+else
+  rm -rf "$CACHE/image"
+  build "cold (image step cache empty)" "$SPEC" "$WORK/cold.raw"
+fi
 build "warm (nothing changed)" "$SPEC" "$WORK/warm.raw"
 cmp -s "$WORK/cold.raw" "$WORK/warm.raw" && echo "warm image is byte-identical to cold: yes" || echo "warm image is byte-identical to cold: NO"
 
@@ -35,6 +56,8 @@ echo "# bench change" >> "$WORK/overlays/etc/containerd/config.toml"
 sed "s|^overlays:.*|overlays: $WORK/overlays|" "$SPEC" > "$WORK/spec.yaml"
 cp "$(dirname "$SPEC")/$(basename "${SPEC%.yaml}").lock" "$WORK/spec.lock"
 build "after an overlay change" "$WORK/spec.yaml" "$WORK/overlay.raw"
+
+[[ -n $WARM_ONLY ]] && exit 0
 
 # Reproducibility: drop the cached root, initrd and esp steps and rebuild
 # from the same cached rootfs (containerd's store and STATE included).

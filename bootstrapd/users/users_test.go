@@ -198,21 +198,22 @@ func TestConflictsAreErrorsNamingTheUser(t *testing.T) {
 	}
 }
 
-// TestHomeOnTheReadOnlyImageIsRefused mounts a read-only file system where
-// the image's /srv would be: a home there fails validation with advice.
+// TestHomeOnTheReadOnlyImageIsRefused mounts a read-only file system under
+// /var (the config's rules keep homes out of the image's /srv, /opt and
+// /usr already): a home there fails validation with advice.
 func TestHomeOnTheReadOnlyImageIsRefused(t *testing.T) {
 	root := nodeRoot(t)
-	srv := filepath.Join(root, "srv")
-	if err := os.Mkdir(srv, 0o755); err != nil {
+	ro := filepath.Join(root, "var/opt")
+	if err := os.MkdirAll(ro, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mount("tmpfs", srv, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
+	if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
 		t.Skipf("cannot mount a read-only tmpfs: %v", err)
 	}
-	t.Cleanup(func() { syscall.Unmount(srv, 0) })
-	env := envFor(root, parse(t, "users:\n  - name: ops\n    home: /srv/ops\n"))
+	t.Cleanup(func() { syscall.Unmount(ro, 0) })
+	env := envFor(root, parse(t, "users:\n  - name: ops\n    home: /var/opt/ops\n"))
 	err := New().(stage.Validator).Validate(context.Background(), env)
-	if err == nil || !strings.Contains(err.Error(), "users[0] (ops): home /srv/ops: /srv is on a read-only file system") {
+	if err == nil || !strings.Contains(err.Error(), "users[0] (ops): home /var/opt/ops: /var/opt is on a read-only file system") {
 		t.Errorf("validate = %v", err)
 	}
 }

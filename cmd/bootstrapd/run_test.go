@@ -79,7 +79,7 @@ var (
 )
 
 // binary builds bootstrapd once for all tests.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "bootstrapd-test-")
@@ -88,20 +88,24 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "bootstrapd")
-		// Built as the Makefile builds it: without cgo, whose thread
-		// stacks would not fit the address-space limit of the hostile
-		// input tests.
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = goBuild(binPath, ".")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// goBuild builds pkg into dst as the Makefile builds it: without cgo,
+// whose thread stacks would not fit the address-space limit of the
+// hostile input tests.
+func goBuild(dst, pkg string, flags ...string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", dst, pkg)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return nil
 }
 
 func TestMain(m *testing.M) {
@@ -135,7 +139,7 @@ func needRootAndTools(t *testing.T) {
 
 // node is one simulated machine.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	ns, peerNS string // network namespaces
 	uts        string // file holding the UTS namespace
 	root       string
@@ -143,7 +147,7 @@ type node struct {
 
 var nodeSeq int
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	nodeSeq++
 	n := &node{
@@ -176,7 +180,7 @@ func newNode(t *testing.T) *node {
 // imageAccounts gives root what the image has for the users stage: Debian's
 // account files and login.defs, /etc/skel, and the homes on STATE through
 // relative links (/home -> var/home, /root -> var/roothome).
-func imageAccounts(t *testing.T, root string) {
+func imageAccounts(t testing.TB, root string) {
 	t.Helper()
 	for p, content := range map[string]string{
 		"etc/passwd":  "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -335,7 +339,7 @@ func canonicalNft(v any) string {
 	return string(b)
 }
 
-func decode(t *testing.T, data string, v any) {
+func decode(t testing.TB, data string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(data), v); err != nil {
 		t.Fatalf("decode %q: %v", data, err)
@@ -386,7 +390,7 @@ func (n *node) files(withTimes bool) map[string]string {
 
 // stateSummary keeps what must match between a clean run and a resumed one:
 // which stages are recorded with which config, not when.
-func stateSummary(t *testing.T, rel string, data []byte) string {
+func stateSummary(t testing.TB, rel string, data []byte) string {
 	var m map[string]any
 	if err := json.Unmarshal(data, &m); err != nil {
 		return string(data) // not a record of ours
@@ -409,7 +413,7 @@ func stateSummary(t *testing.T, rel string, data []byte) string {
 
 // inNS runs fn on a thread in the named network namespace; sockets made
 // there belong to it.
-func inNS(t *testing.T, name string, fn func()) {
+func inNS(t testing.TB, name string, fn func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -89,6 +89,10 @@ func runImage(args []string) int {
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Progress: progress.For(os.Stderr),
 	})
 	printSteps(res)
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(os.Stderr, "kubeboot image build: interrupted (%v); no image written, the steps that finished stay cached\n", err)
+		return exitFail
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubeboot image build:", err)
 		return exitFail

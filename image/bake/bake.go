@@ -264,7 +264,17 @@ func run(ctx context.Context, name string, args ...string) error {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, firstLines(strings.TrimSpace(out.String()), 5))
 	}
 	return nil
+}
+
+// firstLines keeps the first n lines of a command's output: cp on a full
+// disk prints a line per file of the tree it copies.
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) <= n {
+		return s
+	}
+	return strings.Join(lines[:n], "\n") + fmt.Sprintf("\n... and %d more lines", strings.Count(lines[n], "\n")+1)
 }

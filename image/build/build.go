@@ -97,10 +97,24 @@ type Result struct {
 	Steps        []Step
 	RootSize     int64 // squashfs bytes
 	ESPSize      int64
+	// written are the outputs this build has put in place so far.
+	written []string
 }
 
-// Build runs the pipeline.
+// Build runs the pipeline. A build that fails or is interrupted after
+// writing some of its outputs (the raw image, then the package list, then
+// the qcow2) removes them: the outputs are there together or not at all.
 func Build(ctx context.Context, o Options) (*Result, error) {
+	res, err := build(ctx, o)
+	if err != nil {
+		for _, p := range res.written {
+			os.Remove(p)
+		}
+	}
+	return res, err
+}
+
+func build(ctx context.Context, o Options) (*Result, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -316,15 +330,27 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		seed.add("size", strconv.FormatInt(in.diskSize, 10))
 		layout.Seed = seed.sum()
 		perm, dirPerm := diskMode(in.secret)
-		if err := atomicfile.WriteWith(o.Output, perm, dirPerm, func(tmp string) error { return disk.Write(tmp, layout) }); err != nil {
+		// disk.Write does not watch ctx: an interrupt during it is seen
+		// once it returns, before the image replaces anything.
+		if err := atomicfile.WriteWith(o.Output, perm, dirPerm, func(tmp string) error {
+			if err := disk.Write(tmp, layout); err != nil {
+				return err
+			}
+			return ctx.Err()
+		}); err != nil {
 			return false, err
 		}
+		res.written = append(res.written, o.Output)
 		// The exact Debian package versions, next to the image for review
 		// and diffs between builds (the image has them in nodepath.PackagesLock).
 		res.PackagesLock = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".packages.lock"
-		return false, atomicfile.WriteWith(res.PackagesLock, 0o644, 0o755, func(tmp string) error {
+		if err := atomicfile.WriteWith(res.PackagesLock, 0o644, 0o755, func(tmp string) error {
 			return run(ctx, "cp", filepath.Join(rootfsDir, "packages.lock"), tmp)
-		})
+		}); err != nil {
+			return false, err
+		}
+		res.written = append(res.written, res.PackagesLock)
+		return false, nil
 	}); err != nil {
 		return res, err
 	}
@@ -332,9 +358,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		res.QCOW2 = strings.TrimSuffix(o.Output, filepath.Ext(o.Output)) + ".qcow2"
 		if err := timed("qcow2", func() (bool, error) {
 			perm, dirPerm := diskMode(in.secret)
-			return false, atomicfile.WriteWith(res.QCOW2, perm, dirPerm, func(tmp string) error {
+			if err := atomicfile.WriteWith(res.QCOW2, perm, dirPerm, func(tmp string) error {
 				return run(ctx, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", o.Output, tmp)
-			})
+			}); err != nil {
+				return false, err
+			}
+			res.written = append(res.written, res.QCOW2)
+			return false, nil
 		}); err != nil {
 			return res, err
 		}
