@@ -73,6 +73,7 @@ func validateConfig(cfg *MachineConfig) []problem {
 	c.system(cfg)
 	c.kubernetes(cfg)
 	c.users(cfg.Users)
+	c.time(cfg.Time)
 	return c.probs
 }
 
@@ -541,6 +542,9 @@ func (c *checker) firewall(cfg *MachineConfig) {
 	}
 	if fw.SSHPort != nil && (*fw.SSHPort < 0 || *fw.SSHPort > 65535) {
 		c.add("firewall.sshPort", "port %d is out of range (0 closes it, else 1-65535)", *fw.SSHPort)
+	}
+	if fw.SSHPort != nil && *fw.SSHPort == 0 && cfg.SSHEnabled() {
+		c.add("firewall.sshPort", "sshPort 0 closes SSH, but users have sshAuthorizedKeys: remove the keys or the sshPort")
 	}
 	for i, s := range fw.Sources {
 		if _, msg := parseCIDR(s); msg != "" {
@@ -1044,5 +1048,6 @@ func (c *checker) users(users []User) {
 		if u.Home != "" && (!path.IsAbs(u.Home) || path.Clean(u.Home) != u.Home || u.Home == "/") {
 			c.add(p+".home", "home %q must be a clean absolute path other than /", u.Home)
 		}
+		c.authorizedKeys(u, p+".sshAuthorizedKeys")
 	}
 }
