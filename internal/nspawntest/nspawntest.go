@@ -311,3 +311,22 @@ func CopySelf(t *testing.T, dir, name string) {
 		t.Fatal(err)
 	}
 }
+
+// CanSetClock reports whether the container's processes could set the
+// clock, which is the host's (containers have no clock of their own):
+// whether CAP_SYS_TIME (bit 25) is in its init's bounding set. nspawn
+// leaves it out unless asked; tests that run time daemons check first.
+func (c *Container) CanSetClock(t *testing.T) bool {
+	t.Helper()
+	for _, line := range strings.Split(readFile(fmt.Sprintf("/proc/%d/status", c.InitPID)), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("CapBnd of %s: %q: %v", c.Name, v, err)
+			}
+			return n&(1<<unix.CAP_SYS_TIME) != 0
+		}
+	}
+	t.Fatalf("no CapBnd in /proc/%d/status (container %s)", c.InitPID, c.Name)
+	return true
+}
