@@ -14,6 +14,7 @@ pkgs=(
   time                            # hostile-input tests: peak RSS of the bounded child (GNU time)
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
   iptables                        # kube-proxy's iptables mode (iptables-nft) in a netns: bootstrapd verify tests
+  openssh-client                  # ssh, ssh-keygen, ssh-keyscan: SSH login tests (users, ssh stage, e2e access)
 )
 missing=()
 for p in "${pkgs[@]}"; do
