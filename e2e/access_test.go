@@ -229,7 +229,7 @@ func (s *sc) checkClock(ctx context.Context, vm *VM) error {
 // settings.
 func (s *sc) checkSSH(ctx context.Context, vm *VM, addr, good, wrong string) error {
 	ssh := func(key string) (string, error) {
-		return s.lab.Exec(ctx, "ssh", "-F", "/dev/null", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+		return s.lab.Exec(ctx, "ssh", "-F", "/dev/null", "-i", key, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
 			"-o", "ConnectTimeout=20", "-o", "StrictHostKeyChecking=accept-new",
 			"-o", "UserKnownHostsFile="+filepath.Join(filepath.Dir(good), "known_hosts"), "admin@"+addr, "id -un")
 	}

@@ -150,7 +150,7 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 	}
 	ssh := func(key string, port int, cmd string) (string, error) {
 		out, err := exec.Command("ip", "netns", "exec", id+"c", "ssh", "-F", "/dev/null", "-i", key, "-p", fmt.Sprint(port),
-			"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
+			"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
 			"-o", "StrictHostKeyChecking=accept-new", "-o", "UserKnownHostsFile="+filepath.Join(bind, "known_hosts"),
 			"admin@"+nodeIP, cmd).CombinedOutput()
 		return strings.TrimSpace(string(out)), err

@@ -63,7 +63,7 @@ func runConfig(args []string) int {
 	fs.Var(&macs, "mac", "MAC address matching the n-th interface (repeatable)")
 	fs.Var(&names, "interface", "name of the n-th interface (repeatable)")
 	fs.Var(&hosts, "host", "extra /etc/hosts entry NAME=IP, e.g. controller.home.local=172.16.0.11 (repeatable)")
-	fs.Var(&users, "user", "local user who gets the admin kubeconfig on a control plane (repeatable)")
+	fs.Var(&users, "user", "local user: gets the admin kubeconfig on a control plane, logs in with the --ssh-key keys (repeatable)")
 	fs.Var(&sshKeys, "ssh-key", "public key file (a .pub, or authorized_keys lines) whose keys every --user logs in with over SSH (repeatable)")
 	fs.Var(&timeServers, "time-server", "NTP server the node's clock follows; the first boot waits for it (repeatable)")
 	if code, ok := parseFlags(fs, args[1:]); !ok {
