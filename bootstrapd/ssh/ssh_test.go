@@ -84,11 +84,7 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 	id := fmt.Sprintf("kbsh%d", os.Getpid()%100000)
 	netnstest.New(t, id+"n")
 	netnstest.New(t, id+"c")
-	netnstest.Run(t, "ip", "link", "add", "eth0", "netns", id+"n", "type", "veth", "peer", "name", "eth0", "netns", id+"c")
-	for _, a := range [][]string{{id + "n", nodeIP}, {id + "c", clientIP}} {
-		netnstest.Run(t, "ip", "-n", a[0], "addr", "add", a[1]+"/24", "dev", "eth0")
-		netnstest.Run(t, "ip", "-n", a[0], "link", "set", "eth0", "up")
-	}
+	netnstest.Veth(t, id+"n", id+"c", "eth0", nodeIP+"/24", clientIP+"/24")
 	bind := t.TempDir()
 	nspawntest.CopySelf(t, bind, "ssh.test")
 	for src, dst := range map[string]string{
@@ -129,14 +125,8 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 
 	run := func(cfg string) innerResult {
 		t.Helper()
-		out, err := c.Exec(t, []string{innerEnv + "=" + cfg}, nspawntest.BindDir+"/ssh.test")
-		if err != nil {
-			t.Fatal(err)
-		}
 		var res innerResult
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			t.Fatalf("reading %q: %v", out, err)
-		}
+		c.RunJSON(t, []string{innerEnv + "=" + cfg}, nspawntest.BindDir+"/ssh.test", &res)
 		if res.Error != "" {
 			t.Fatalf("in the container: %s\n%s", res.Error, c.MustExec(t, "journalctl", "-u", Unit, "--no-pager"))
 		}

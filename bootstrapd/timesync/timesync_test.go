@@ -109,11 +109,7 @@ func TestTimesyncdSyncsFromChrony(t *testing.T) {
 	id := fmt.Sprintf("kbts%d", os.Getpid()%100000)
 	netnstest.New(t, id+"n")
 	netnstest.New(t, id+"s")
-	netnstest.Run(t, "ip", "link", "add", "eth0", "netns", id+"n", "type", "veth", "peer", "name", "eth0", "netns", id+"s")
-	for _, a := range [][]string{{id + "n", nodeIP}, {id + "s", serverIP}} {
-		netnstest.Run(t, "ip", "-n", a[0], "addr", "add", a[1]+"/24", "dev", "eth0")
-		netnstest.Run(t, "ip", "-n", a[0], "link", "set", "eth0", "up")
-	}
+	netnstest.Veth(t, id+"n", id+"s", "eth0", nodeIP+"/24", serverIP+"/24")
 	bind := t.TempDir()
 	nspawntest.CopySelf(t, bind, "timesync.test")
 	if err := os.WriteFile(filepath.Join(bind, "chrony.conf"), []byte(chronyConf), 0o644); err != nil {
@@ -136,14 +132,8 @@ func TestTimesyncdSyncsFromChrony(t *testing.T) {
 
 	run := func(op, servers string) innerResult {
 		t.Helper()
-		out, err := node.Exec(t, []string{innerEnv + "=" + op, serversEnv + "=" + servers}, nspawntest.BindDir+"/timesync.test")
-		if err != nil {
-			t.Fatal(err)
-		}
 		var res innerResult
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			t.Fatalf("%s: reading %q: %v", op, out, err)
-		}
+		node.RunJSON(t, []string{innerEnv + "=" + op, serversEnv + "=" + servers}, nspawntest.BindDir+"/timesync.test", &res)
 		return res
 	}
 	want := func(what string, res innerResult, changes ...stage.Change) {

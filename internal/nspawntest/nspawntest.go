@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -329,4 +330,18 @@ func (c *Container) CanSetClock(t *testing.T) bool {
 	}
 	t.Fatalf("no CapBnd in /proc/%d/status (container %s)", c.InitPID, c.Name)
 	return true
+}
+
+// RunJSON runs a binary inside the container with extra environment (the
+// test binary itself, copied with CopySelf, told by env what to do there)
+// and decodes the JSON it prints into out.
+func (c *Container) RunJSON(t *testing.T, env []string, bin string, out any) {
+	t.Helper()
+	stdout, err := c.Exec(t, env, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(stdout), out); err != nil {
+		t.Fatalf("%s in container %s printed %q: %v", bin, c.Name, stdout, err)
+	}
 }
