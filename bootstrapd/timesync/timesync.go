@@ -116,6 +116,9 @@ func (s Stage) reconcile(ctx context.Context, env *stage.Env, apply bool) (todo,
 	default:
 		t.write = string(have) != string(want)
 	}
+	if want == nil && !t.remove {
+		return t, nil // no servers, none of ours: timesyncd is not our business
+	}
 	conn, err := systemdunit.Connect(ctx)
 	if err != nil {
 		return t, err
