@@ -99,11 +99,14 @@ func (s *sc) access(ctx context.Context) error {
 			return err
 		}
 		s.oks(m.vm.Name+": ", checks)
-		key, err := s.lab.Exec(ctx, "ssh-keyscan", "-T", "10", "-t", "ed25519", m.addr)
+		// stdout only: ssh-keyscan's comments go to stderr.
+		key, err := s.lab.Command(ctx, "ssh-keyscan", "-T", "10", "-t", "ed25519", m.addr).Output()
 		if err != nil {
 			return fmt.Errorf("ssh-keyscan %s: %w", m.addr, err)
 		}
-		_, hostKeys[m.vm.Name], _ = strings.Cut(strings.TrimSpace(key), " ")
+		if host, k, _ := strings.Cut(strings.TrimSpace(string(key)), " "); host == m.addr {
+			hostKeys[m.vm.Name] = k
+		}
 		if err := s.finish(ctx, b); err != nil {
 			return err
 		}
@@ -194,11 +197,11 @@ func (s *sc) checkClock(ctx context.Context, vm *VM) error {
 		}
 		return (rt - mono) / 1e6, nil
 	}
-	first, err := bootStart("journalctl -b -o json --output-fields=__REALTIME_TIMESTAMP,__MONOTONIC_TIMESTAMP | head -n 1")
+	first, err := bootStart("journalctl -b -o json -n +1")
 	if err != nil {
 		return err
 	}
-	last, err := bootStart("journalctl -b -o json --output-fields=__REALTIME_TIMESTAMP,__MONOTONIC_TIMESTAMP -n 1")
+	last, err := bootStart("journalctl -b -o json -n 1")
 	if err != nil {
 		return err
 	}
