@@ -235,23 +235,21 @@ func (f *firewalldBackend) steps(env *stage.Env, p policy) ([]step, error) {
 					query(cfgPath, fwConfigZone+".queryPort", port.Range(), port.Proto),
 					do(cfgPath, fwConfigZone+".addPort", port.Range(), port.Proto)})
 		}
-		if len(p.ssh) == 0 {
-			// Debian's zones allow the ssh service; with no SSH key in the
-			// config the node runs no sshd, and port 22 stays closed.
-			absent := func(path dbus.ObjectPath, method string, args ...any) func() (bool, error) {
-				return func() (bool, error) {
-					ok, err := query(path, method, args...)()
-					return !ok, err
-				}
+		// Debian's zones allow the ssh service (22/tcp) whatever the
+		// config says; SSH is open exactly when SSHPorts says, as a port.
+		absent := func(path dbus.ObjectPath, method string, args ...any) func() (bool, error) {
+			return func() (bool, error) {
+				ok, err := query(path, method, args...)()
+				return !ok, err
 			}
-			steps = append(steps,
-				step{name("close service ssh", "runtime"),
-					absent(firewalldPath, fwZone+".queryService", zone, "ssh"),
-					do(firewalldPath, fwZone+".removeService", zone, "ssh")},
-				step{name("close service ssh", "permanent"),
-					absent(cfgPath, fwConfigZone+".queryService", "ssh"),
-					do(cfgPath, fwConfigZone+".removeService", "ssh")})
 		}
+		steps = append(steps,
+			step{name("close service ssh", "runtime"),
+				absent(firewalldPath, fwZone+".queryService", zone, "ssh"),
+				do(firewalldPath, fwZone+".removeService", zone, "ssh")},
+			step{name("close service ssh", "permanent"),
+				absent(cfgPath, fwConfigZone+".queryService", "ssh"),
+				do(cfgPath, fwConfigZone+".removeService", "ssh")})
 	}
 	// Pods are trusted as a source, whatever zone their packets enter by:
 	// firewalld matches sources before interfaces, and the trusted zone's
