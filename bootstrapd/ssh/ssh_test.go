@@ -2,7 +2,6 @@ package ssh
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,42 +25,23 @@ import (
 // users stage, then this one, on the config file innerEnv names.
 const innerEnv = "KUBEBOOT_SSH_INNER_CONFIG"
 
-type innerResult struct {
-	Changes []stage.Change
-	Error   string
-}
+func TestMain(m *testing.M) { nspawntest.Main(m, innerEnv, runInner) }
 
-func TestMain(m *testing.M) {
-	if cfg := os.Getenv(innerEnv); cfg != "" {
-		os.Exit(runInner(cfg))
-	}
-	os.Exit(m.Run())
-}
-
-func runInner(path string) int {
-	var res innerResult
-	err := func() error {
-		cfg, err := machineconfig.Load(path)
-		if err != nil {
-			return err
-		}
-		env := &stage.Env{Root: "/", NetNS: netns.None(), Config: cfg, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Data: &stage.RunData{}}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		if _, err := users.New().Apply(ctx, env); err != nil {
-			return err
-		}
-		if err := New().(stage.Validator).Validate(ctx, env); err != nil {
-			return err
-		}
-		res.Changes, err = New().Apply(ctx, env)
-		return err
-	}()
+func runInner(path string) ([]stage.Change, error) {
+	cfg, err := machineconfig.Load(path)
 	if err != nil {
-		res.Error = err.Error()
+		return nil, err
 	}
-	_ = json.NewEncoder(os.Stdout).Encode(res)
-	return 0
+	env := &stage.Env{Root: "/", NetNS: netns.None(), Config: cfg, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Data: &stage.RunData{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := users.New().Apply(ctx, env); err != nil {
+		return nil, err
+	}
+	if err := New().(stage.Validator).Validate(ctx, env); err != nil {
+		return nil, err
+	}
+	return New().Apply(ctx, env)
 }
 
 const (
@@ -123,16 +103,15 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 		t.Errorf("ssh.service without host keys is %q, want inactive (skipped by its condition, not failed)", st)
 	}
 
-	run := func(cfg string) innerResult {
+	run := func(cfg string) nspawntest.Result {
 		t.Helper()
-		var res innerResult
-		c.RunJSON(t, []string{innerEnv + "=" + cfg}, nspawntest.BindDir+"/ssh.test", &res)
+		res := c.Inner(t, "ssh.test", innerEnv, cfg)
 		if res.Error != "" {
 			t.Fatalf("in the container: %s\n%s", res.Error, c.MustExec(t, "journalctl", "-u", Unit, "--no-pager"))
 		}
 		return res
 	}
-	want := func(what string, got innerResult, changes ...stage.Change) {
+	want := func(what string, got nspawntest.Result, changes ...stage.Change) {
 		t.Helper()
 		if !slices.Equal(got.Changes, changes) {
 			t.Errorf("%s: %q, want %q", what, got.Changes, changes)

@@ -2,7 +2,6 @@ package timesync
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,43 +38,22 @@ const (
 	shortWaitOp = "apply-short-wait"
 )
 
-type innerResult struct {
-	Changes []stage.Change
-	Error   string
-	Waited  time.Duration
-}
+func TestMain(m *testing.M) { nspawntest.Main(m, innerEnv, runInner) }
 
-func TestMain(m *testing.M) {
-	if op := os.Getenv(innerEnv); op != "" {
-		os.Exit(runInner(op))
-	}
-	os.Exit(m.Run())
-}
-
-func runInner(op string) int {
+func runInner(op string) ([]stage.Change, error) {
 	cfg := &machineconfig.MachineConfig{Time: machineconfig.Time{Servers: strings.Fields(os.Getenv(serversEnv))}}
 	env := &stage.Env{Root: "/", NetNS: netns.None(), Config: cfg, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Data: &stage.RunData{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var res innerResult
-	var err error
-	started := time.Now()
 	switch op {
 	case "plan":
-		res.Changes, err = New().Plan(ctx, env)
+		return New().Plan(ctx, env)
 	case "apply":
-		res.Changes, err = New().Apply(ctx, env)
+		return New().Apply(ctx, env)
 	case shortWaitOp:
-		res.Changes, err = Stage{SyncTimeout: 5 * time.Second}.Apply(ctx, env)
-	default:
-		err = fmt.Errorf("unknown op %q", op)
+		return Stage{SyncTimeout: 5 * time.Second}.Apply(ctx, env)
 	}
-	res.Waited = time.Since(started)
-	if err != nil {
-		res.Error = err.Error()
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(res)
-	return 0
+	return nil, fmt.Errorf("unknown op %q", op)
 }
 
 // chronyConf serves the NTP server container's clock (local stratum) to
@@ -130,13 +108,11 @@ func TestTimesyncdSyncsFromChrony(t *testing.T) {
 	node.MustExec(t, "sh", "-c", `printf '[Unit]\nConditionVirtualization=\n' > /etc/systemd/system/`+Unit+`.d/test-in-container.conf`)
 	node.MustExec(t, "systemctl", "daemon-reload")
 
-	run := func(op, servers string) innerResult {
+	run := func(op, servers string) nspawntest.Result {
 		t.Helper()
-		var res innerResult
-		node.RunJSON(t, []string{innerEnv + "=" + op, serversEnv + "=" + servers}, nspawntest.BindDir+"/timesync.test", &res)
-		return res
+		return node.Inner(t, "timesync.test", innerEnv, op, serversEnv+"="+servers)
 	}
-	want := func(what string, res innerResult, changes ...stage.Change) {
+	want := func(what string, res nspawntest.Result, changes ...stage.Change) {
 		t.Helper()
 		if res.Error != "" {
 			t.Fatalf("%s in the container: %s\njournal:\n%s", what, res.Error, node.MustExec(t, "journalctl", "-u", Unit, "--no-pager"))
@@ -149,7 +125,7 @@ func TestTimesyncdSyncsFromChrony(t *testing.T) {
 	want("plan", run("plan", serverIP), "write "+DropIn, "restart "+Unit)
 	res := run("apply", serverIP)
 	want("apply", res, "write "+DropIn, "restart "+Unit)
-	t.Logf("synchronised with chronyd after %s", res.Waited.Round(time.Millisecond))
+	t.Logf("synchronised with chronyd after %s", res.Took.Round(time.Millisecond))
 	if got := node.MustExec(t, "cat", DropIn); got != strings.TrimSpace(string(Content([]string{serverIP}))) {
 		t.Errorf("%s:\n%s", DropIn, got)
 	}
@@ -169,8 +145,8 @@ func TestTimesyncdSyncsFromChrony(t *testing.T) {
 		!strings.Contains(res.Error, "systemctl restart bootstrapd") {
 		t.Errorf("unreachable server: %+v", res)
 	}
-	if res.Waited > time.Minute {
-		t.Errorf("the 5 s wait took %s", res.Waited)
+	if res.Took > time.Minute {
+		t.Errorf("the 5 s wait took %s", res.Took)
 	}
 
 	// No servers: the drop-in goes, timesyncd restarts on its defaults, no wait.

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
 // BindDir is where the test's directory appears in the container.
@@ -332,16 +334,45 @@ func (c *Container) CanSetClock(t *testing.T) bool {
 	return true
 }
 
-// RunJSON runs a binary inside the container with extra environment (the
-// test binary itself, copied with CopySelf, told by env what to do there)
-// and decodes the JSON it prints into out.
-func (c *Container) RunJSON(t *testing.T, env []string, bin string, out any) {
+// Result is what a test binary run inside a container reports: a stage's
+// changes or its error, and how long the call took.
+type Result struct {
+	Changes []stage.Change
+	Error   string
+	Took    time.Duration
+}
+
+// Main is the TestMain of a package whose test binary also runs inside a
+// container: when the environment variable env is set, the binary calls
+// inner with its value, prints the Result as JSON and exits; otherwise it
+// runs the tests.
+func Main(m *testing.M, env string, inner func(arg string) ([]stage.Change, error)) {
+	arg := os.Getenv(env)
+	if arg == "" {
+		os.Exit(m.Run())
+	}
+	started := time.Now()
+	changes, err := inner(arg)
+	res := Result{Changes: changes, Took: time.Since(started)}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	os.Exit(0)
+}
+
+// Inner runs the test binary, copied into the bound directory as name
+// (CopySelf), inside the container with env=arg and the extra environment,
+// and returns what it reported (see Main).
+func (c *Container) Inner(t *testing.T, name, env, arg string, extra ...string) Result {
 	t.Helper()
-	stdout, err := c.Exec(t, env, bin)
+	stdout, err := c.Exec(t, append([]string{env + "=" + arg}, extra...), BindDir+"/"+name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal([]byte(stdout), out); err != nil {
-		t.Fatalf("%s in container %s printed %q: %v", bin, c.Name, stdout, err)
+	var res Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("%s in container %s printed %q: %v", name, c.Name, stdout, err)
 	}
+	return res
 }
