@@ -160,6 +160,8 @@ func (s *sc) startNTPServer(ctx context.Context) error {
 	}
 	rootfs := nspawntest.Rootfs(s.t, "trixie", []string{"systemd", "systemd-sysv", "dbus", "chrony"})
 	c := nspawntest.Boot(s.t, rootfs, s.lab.NS, dir)
+	// The test's cleanup powers it off; a torn-down lab (a signal) kills it.
+	s.lab.onClose("the NTP server's container", func() error { c.Kill(); return nil })
 	c.WaitSystem(s.t)
 	if c.CanSetClock(s.t) {
 		return fmt.Errorf("the NTP server's container %s may set the host's clock: not starting chronyd in it", c.Name)

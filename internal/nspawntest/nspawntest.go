@@ -220,6 +220,22 @@ func (c *Container) stop(t *testing.T) {
 	<-c.exited
 }
 
+// Kill ends the container at once (its init, and with it its pid
+// namespace, then nspawn), for teardowns that cannot wait for the test's
+// cleanup (a signal handler); a no-op once it has exited.
+func (c *Container) Kill() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	if c.InitPID != 0 {
+		_ = syscall.Kill(c.InitPID, syscall.SIGKILL)
+	}
+	_ = c.nspawn.Process.Kill()
+	<-c.exited
+}
+
 // removeCgroupTree removes a cgroup and its children, deepest first; each
 // is empty once the container is gone.
 func removeCgroupTree(t *testing.T, root string) {
