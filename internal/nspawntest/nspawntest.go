@@ -204,6 +204,11 @@ func childNamed(pid int, name string) int {
 }
 
 func (c *Container) stop(t *testing.T) {
+	select {
+	case <-c.exited: // gone already (Kill): its pid may be another process's now
+		return
+	default:
+	}
 	if c.InitPID != 0 {
 		_ = exec.Command("nsenter", "-t", strconv.Itoa(c.InitPID), "-a", "systemctl", "poweroff").Run()
 	}
