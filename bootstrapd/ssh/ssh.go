@@ -3,18 +3,20 @@
 // keeps it off otherwise.
 //
 // Host keys are never in the image (the image build removes them, so two
-// nodes flashed from one image never share one): this stage makes them on
-// the node with ssh-keygen -A, in /etc/ssh where OpenSSH and every Debian
-// tool expect them. A node's /etc is an overlay whose upper layer is on
-// STATE (docs/image.md), so the keys are the node's own, survive reboots
-// and an update of the root partition, and a reflash (a fresh STATE) makes
-// a new machine with new keys. The image's ssh.service is conditioned on a
-// host key, so before this stage runs sshd does not start (and does not
-// fail) on a node.
+// nodes flashed from one image never share one). Debian's
+// sshd-keygen.service makes them on the node's first boot, in /etc/ssh
+// where OpenSSH and every Debian tool expect them, and this stage makes any
+// that are missing (ssh-keygen -A). A node's /etc is an overlay whose upper
+// layer is on STATE (docs/image.md), so the keys are the node's own,
+// survive reboots and an update of the root partition, and a reflash (a
+// fresh STATE) makes a new machine with new keys.
 //
-// Password, keyboard-interactive and root logins are off in the image's
-// /etc/ssh/sshd_config.d/50-kubeboot.conf; this stage adds the port
-// (firewall.sshPort, which the firewall stage opens) in 60-kubeboot-port.conf.
+// The image's ssh.service runs only when PortConfig exists, which this
+// stage writes when a user has a key and removes otherwise: sshd never runs
+// on a node nobody can log in to. Password, keyboard-interactive and root
+// logins are off in the image's /etc/ssh/sshd_config.d/50-kubeboot.conf;
+// PortConfig holds the port (firewall.sshPort, which the firewall stage
+// opens).
 package ssh
 
 import (
@@ -161,11 +163,22 @@ func (Stage) run(ctx context.Context, env *stage.Env, apply bool) ([]stage.Chang
 	return changes, nil
 }
 
-// off keeps sshd disabled and stopped: no user has a key, so nobody could
-// log in, and the firewall keeps the port closed. Host keys stay: they
-// are this node's identity should keys come back.
+// off keeps sshd disabled and stopped, and its PortConfig (the unit's
+// condition) away: no user has a key, so nobody could log in, and the
+// firewall keeps the port closed. Host keys stay: they are this node's
+// identity should keys come back.
 func off(ctx context.Context, env *stage.Env, conn *systemdunit.Conn, st systemdunit.State, apply bool) ([]stage.Change, error) {
 	var changes []stage.Change
+	if _, err := os.Lstat(env.Path(PortConfig)); err == nil {
+		changes = append(changes, "remove "+PortConfig)
+		if apply {
+			if err := atomicfile.Remove(env.Path(PortConfig)); err != nil {
+				return changes, err
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	if st.Enabled {
 		changes = append(changes, "disable "+Unit+" (no user has an SSH key)")
 		if apply {

@@ -93,14 +93,16 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 
 	c := nspawntest.Boot(t, rootfs, id+"n", bind)
 	c.WaitSystem(t)
-	// As in the image: no host keys, the image's drop-ins.
+	// As in the image: no host keys, the image's drop-ins. (Debian's
+	// sshd-keygen.service would make keys on a first boot; the container's
+	// is not one, so the stage makes them.)
 	c.MustExec(t, "systemctl", "stop", Unit)
 	c.MustExec(t, "sh", "-c", "rm -f /etc/ssh/ssh_host_* && mkdir -p /etc/systemd/system/"+Unit+".d && "+
 		"cp "+nspawntest.BindDir+"/sshd.conf /etc/ssh/sshd_config.d/50-kubeboot.conf && "+
 		"cp "+nspawntest.BindDir+"/unit.conf /etc/systemd/system/"+Unit+".d/50-kubeboot.conf && systemctl daemon-reload")
 	c.MustExec(t, "systemctl", "start", Unit)
 	if st, _ := c.Exec(t, nil, "systemctl", "is-active", Unit); strings.TrimSpace(st) != "inactive" {
-		t.Errorf("ssh.service without host keys is %q, want inactive (skipped by its condition, not failed)", st)
+		t.Errorf("ssh.service before the stage is %q, want inactive (skipped by its condition, not failed)", st)
 	}
 
 	run := func(cfg string) nspawntest.Result {
@@ -154,7 +156,11 @@ func TestSSHLoginWithTheConfiguredKey(t *testing.T) {
 
 	// No keys: sshd off, nobody gets in.
 	none := config("none.yaml", "users:\n  - name: admin\n")
-	want("no keys", run(none), "disable "+Unit+" (no user has an SSH key)", "stop "+Unit)
+	want("no keys", run(none), "remove "+PortConfig, "disable "+Unit+" (no user has an SSH key)", "stop "+Unit)
+	c.MustExec(t, "systemctl", "start", Unit) // by hand: its condition keeps it off
+	if st, _ := c.Exec(t, nil, "systemctl", "is-active", Unit); strings.TrimSpace(st) != "inactive" {
+		t.Errorf("ssh.service started by hand with no key configured is %q, want inactive", st)
+	}
 	if out, err := ssh(good, 2222, "true"); err == nil || !strings.Contains(out, "Connection refused") {
 		t.Errorf("login with sshd off: %v: %s", err, out)
 	}
