@@ -9,8 +9,8 @@
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
 //	users     the config's accounts, homes 0700 on STATE (/home is /var/home),
 //	          their ~/.ssh/authorized_keys
-//	ssh       sshd with host keys made on this node, when a user has a key
 //	          -- READY=1: the host is ready; the Kubernetes phase:
+//	ssh             sshd with host keys made on this node, when a user has a key
 //	time            timesyncd on time.servers; the first boot waits for a sync
 //	images          the pinned images in containerd, pinned, never pulled
 //	kubelet         kubelet.service enabled, and running once configured
@@ -79,7 +79,11 @@ func Plan() []engine.Step {
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
 		// After users: the keys are in place before sshd accepts anyone.
-		{Stage: ssh.New(), Kind: engine.Converge, Phase: PhaseHost},
+		// Not in the host phase: ssh.service is ordered after
+		// network.target, which waits for bootstrapd's READY=1, so
+		// starting it before then would wait forever. First after it, so
+		// that a node whose later stages fail can be reached.
+		{Stage: ssh.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
 		// The clock before anything that makes or checks a certificate
 		// (kubeadm; the kubelet's TLS on later boots). Not in the host
 		// phase: READY=1 should not wait for an NTP server, and nothing
