@@ -7,8 +7,11 @@
 //	network   links, addresses, routes with metrics, resolv.conf
 //	firewall  the role's Kubernetes ports: firewalld, or an own nftables table
 //	sysprep   modules, sysctls, swap off: what kubeadm preflight checks
-//	users     the config's accounts, homes 0700 on STATE (/home is /var/home)
+//	users     the config's accounts, homes 0700 on STATE (/home is /var/home),
+//	          their ~/.ssh/authorized_keys
 //	          -- READY=1: the host is ready; the Kubernetes phase:
+//	ssh             sshd with host keys made on this node, when a user has a key
+//	time            timesyncd on time.servers; the first boot waits for a sync
 //	registries      the config's registry mirrors as containerd hosts.toml
 //	images          the pinned images in containerd, pinned, never pulled
 //	kubelet         kubelet.service enabled, and running once configured
@@ -44,9 +47,11 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/podnetwork"
 	"kubeboot.dev/kubeboot/bootstrapd/registries"
 	"kubeboot.dev/kubeboot/bootstrapd/source"
+	"kubeboot.dev/kubeboot/bootstrapd/ssh"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 	"kubeboot.dev/kubeboot/bootstrapd/sysprep"
+	"kubeboot.dev/kubeboot/bootstrapd/timesync"
 	"kubeboot.dev/kubeboot/bootstrapd/users"
 	"kubeboot.dev/kubeboot/bootstrapd/waitready"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -75,8 +80,19 @@ func Plan() []engine.Step {
 		{Stage: firewall.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: sysprep.New(), Kind: engine.Converge, Phase: PhaseHost},
 		{Stage: users.New(), Kind: engine.Converge, Phase: PhaseHost},
-		// The Kubernetes phase. Mirrors first: containerd reads them at
-		// every pull, and the kubelet's first pulls may come right after.
+		// After users: the keys are in place before sshd accepts anyone.
+		// Not in the host phase: ssh.service is ordered after
+		// network.target, which waits for bootstrapd's READY=1, so
+		// starting it before then would wait forever. First after it, so
+		// that a node whose later stages fail can be reached.
+		{Stage: ssh.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
+		// The clock before anything that makes or checks a certificate
+		// (kubeadm; the kubelet's TLS on later boots). Not in the host
+		// phase: READY=1 should not wait for an NTP server, and nothing
+		// there depends on the time.
+		{Stage: timesync.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
+		// Mirrors before the images: containerd reads them at every pull,
+		// and the kubelet's first pulls may come right after.
 		{Stage: registries.New(), Kind: engine.Converge, Phase: PhaseKubernetes},
 		// The images are in the store made at build
 		// time; containerd starts alongside bootstrapd, so the first

@@ -64,7 +64,7 @@ func (vm *VM) CheckKubeletIdle(ctx context.Context) (string, error) {
 }
 
 // wantPorts is what firewalld must list for the config: the role's and the
-// pod network's ports plus the config's own.
+// pod network's ports, the config's own, and SSH's when a user has a key.
 func wantPorts(cfg *machineconfig.MachineConfig) []string {
 	var want []string
 	if cfg.Firewall.KubernetesPorts == nil || *cfg.Firewall.KubernetesPorts {
@@ -74,6 +74,9 @@ func wantPorts(cfg *machineconfig.MachineConfig) []string {
 		}
 	}
 	want = append(want, cfg.Firewall.Ports...)
+	for _, p := range firewall.SSHPorts(cfg) {
+		want = append(want, p.String())
+	}
 	slices.Sort(want)
 	return slices.Compact(want)
 }

@@ -39,6 +39,8 @@ var scenarios = []scenario{
 		limit: 70 * time.Minute, needs: []string{"controller"}, run: (*sc).controlPlane},
 	{name: "reboot", title: "the controller reboots: bootstrapd changes nothing, the cluster is Ready again",
 		limit: 35 * time.Minute, needs: []string{"controller"}, run: (*sc).reboot},
+	{name: "access", title: "two machines from one image, clocks 1 h ahead: NTP sync from the lab before Kubernetes; SSH with the configured key only; different host keys",
+		limit: 40 * time.Minute, run: (*sc).access},
 	{name: "network", title: "active-backup bond with a VLAN: native config baked in, then netplan v2 on CIDATA; reboot, disk growth",
 		limit: 45 * time.Minute, run: (*sc).network},
 }
@@ -153,7 +155,7 @@ func (e *env) requireHost() {
 	if os.Geteuid() != 0 {
 		t.Fatal("the lab needs root (network namespace, taps)")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "ip", "busybox", "socat"} {
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-img", "ip", "busybox", "socat", "ssh", "ssh-keygen", "ssh-keyscan", "systemd-nspawn", "mmdebstrap"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: run scripts/setup-host.sh", tool)
 		}

@@ -227,3 +227,34 @@ func gunzip(b []byte) ([]byte, error) {
 	}
 	return io.ReadAll(zr)
 }
+
+// WaitStep polls this boot's progress until the step named stage has
+// ended, and fails when it failed (with `bootstrapd status` in the error).
+func (vm *VM) WaitStep(ctx context.Context, stage string) error {
+	for {
+		b, err := vm.Progress(ctx)
+		if err != nil {
+			return err
+		}
+		var steps []progress.Step
+		if b != nil {
+			steps = b.Steps
+		}
+		for _, s := range steps {
+			if s.Stage != stage {
+				continue
+			}
+			if ended, failed := finished(s); failed {
+				status := vm.Status(ctx)
+				return fmt.Errorf("%s: bootstrapd stage %s failed on this boot: %s\n%s", vm.Name, stage, failedLine(status), status)
+			} else if ended {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: waiting for bootstrapd's stage %s: %w; last status:\n%s", vm.Name, stage, ctx.Err(), vm.Status(context.Background()))
+		case <-time.After(5 * time.Second):
+		}
+	}
+}

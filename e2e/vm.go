@@ -44,6 +44,9 @@ type VMSpec struct {
 	NICs          []NIC
 	MemoryMiB     int
 	CPUs          int
+	// ClockOffset starts the guest's real-time clock this far from the
+	// host's (QEMU -rtc base=): a machine whose clock is wrong.
+	ClockOffset time.Duration
 }
 
 // VM is a machine of the lab. Its disk is a qcow2 overlay of the image
@@ -175,6 +178,9 @@ func (vm *VM) qemuArgs() []string {
 	args = append(args,
 		"-drive", "file="+vm.path("disk.qcow2")+",format=qcow2,if=none,id=disk0,cache=unsafe",
 		"-device", "virtio-blk-pci,drive=disk0,bus=rp3,addr=0x0,bootindex=1")
+	if s.ClockOffset != 0 {
+		args = append(args, "-rtc", "base="+time.Now().UTC().Add(s.ClockOffset).Format("2006-01-02T15:04:05"))
+	}
 	if s.Config != "" {
 		args = append(args,
 			"-drive", "file="+vm.path("cidata.iso")+",format=raw,if=none,id=disk1,readonly=on",

@@ -34,6 +34,16 @@ type MachineConfig struct {
 	Kubernetes Kubernetes  `yaml:"kubernetes"`
 	Users      []User      `yaml:"users,omitempty"`
 	Containerd Containerd  `yaml:"containerd,omitempty"`
+	Time       Time        `yaml:"time,omitempty"`
+}
+
+// Time configures the node's clock: certificates kubeadm makes and checks
+// need it right.
+type Time struct {
+	// Servers are NTP servers (host names or addresses) for
+	// systemd-timesyncd; with any, the first boot waits for a sync before
+	// kubeadm makes certificates. None: timesyncd's own defaults, no wait.
+	Servers []string `yaml:"servers,omitempty"`
 }
 
 // HostEntry is one extra /etc/hosts line.
@@ -278,6 +288,10 @@ type User struct {
 	Name string `yaml:"name"`
 	UID  *int   `yaml:"uid,omitempty"`  // created with this UID when missing
 	Home string `yaml:"home,omitempty"` // default /home/NAME (/root for root)
+	// SSHAuthorizedKeys are public keys in authorized_keys format (options
+	// allowed) written to ~/.ssh/authorized_keys; any key on any user turns
+	// sshd on and opens firewall.sshPort.
+	SSHAuthorizedKeys []string `yaml:"sshAuthorizedKeys,omitempty"`
 }
 
 // Secret is a string that never prints itself: fmt, logs and status output

@@ -74,6 +74,7 @@ func validateConfig(cfg *MachineConfig) []problem {
 	c.kubernetes(cfg)
 	c.users(cfg.Users)
 	c.containerd(cfg.Containerd)
+	c.time(cfg.Time)
 	return c.probs
 }
 
@@ -549,6 +550,9 @@ func (c *checker) firewall(cfg *MachineConfig) {
 	}
 	if fw.SSHPort != nil && (*fw.SSHPort < 0 || *fw.SSHPort > 65535) {
 		c.add("firewall.sshPort", "port %d is out of range (0 closes it, else 1-65535)", *fw.SSHPort)
+	}
+	if fw.SSHPort != nil && *fw.SSHPort == 0 && cfg.SSHEnabled() {
+		c.add("firewall.sshPort", "sshPort 0 closes SSH, but users have sshAuthorizedKeys: remove the keys or the sshPort")
 	}
 	for i, s := range fw.Sources {
 		if _, msg := parseCIDR(s); msg != "" {
@@ -1090,5 +1094,6 @@ func (c *checker) users(users []User) {
 		} else if msg := checkHome(u); msg != "" {
 			c.add(p+".home", "%s", msg)
 		}
+		c.authorizedKeys(u, p+".sshAuthorizedKeys")
 	}
 }

@@ -15,6 +15,7 @@ pkgs=(
   kmod util-linux                 # bootstrapd tests: modprobe (sysprep), unshare/nsenter (UTS namespaces)
   iptables                        # kube-proxy's iptables mode (iptables-nft) in a netns: bootstrapd verify tests
   zstd systemd                    # kubeboot flash tests: zstd -d of a raw.zst, systemd-repart next to a CIDATA partition
+  openssh-client                  # ssh, ssh-keygen, ssh-keyscan: SSH login tests (users, ssh stage, e2e access)
 )
 missing=()
 for p in "${pkgs[@]}"; do

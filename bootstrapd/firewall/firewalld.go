@@ -226,7 +226,7 @@ func (f *firewalldBackend) steps(env *stage.Env, p policy) ([]step, error) {
 			env.Log.Warn("firewall: with firewalld, sources restrict ports only in a zone no interface is bound to; set firewall.zone to such a zone and leave firewall.interfaces empty",
 				"zone", zone)
 		}
-		for _, port := range p.ports {
+		for _, port := range slices.Concat(p.ports, p.ssh) {
 			steps = append(steps,
 				step{name("open "+port.String(), "runtime"),
 					query(firewalldPath, fwZone+".queryPort", zone, port.Range(), port.Proto),
@@ -235,6 +235,21 @@ func (f *firewalldBackend) steps(env *stage.Env, p policy) ([]step, error) {
 					query(cfgPath, fwConfigZone+".queryPort", port.Range(), port.Proto),
 					do(cfgPath, fwConfigZone+".addPort", port.Range(), port.Proto)})
 		}
+		// Debian's zones allow the ssh service (22/tcp) whatever the
+		// config says; SSH is open exactly when SSHPorts says, as a port.
+		absent := func(path dbus.ObjectPath, method string, args ...any) func() (bool, error) {
+			return func() (bool, error) {
+				ok, err := query(path, method, args...)()
+				return !ok, err
+			}
+		}
+		steps = append(steps,
+			step{name("close service ssh", "runtime"),
+				absent(firewalldPath, fwZone+".queryService", zone, "ssh"),
+				do(firewalldPath, fwZone+".removeService", zone, "ssh")},
+			step{name("close service ssh", "permanent"),
+				absent(cfgPath, fwConfigZone+".queryService", "ssh"),
+				do(cfgPath, fwConfigZone+".removeService", "ssh")})
 	}
 	// Pods are trusted as a source, whatever zone their packets enter by:
 	// firewalld matches sources before interfaces, and the trusted zone's

@@ -155,6 +155,8 @@ func TestFirewalldNspawn(t *testing.T) {
 	// Backend auto finds firewalld; no zone or interfaces: the default zone.
 	cfg := controllerConfig(t)
 	cfg.Firewall = machineconfig.Firewall{Backend: machineconfig.BackendAuto}
+	cfg.Users[0].SSHAuthorizedKeys = nil // no sshd: Debian's ssh service is closed
+	listenTCP(t, l.nodeNS, ":22")
 	zone := c.MustExec(t, "firewall-cmd", "--get-default-zone")
 	if zone != "public" {
 		t.Fatalf("default zone %q, want Debian's public", zone)
@@ -171,6 +173,7 @@ func TestFirewalldNspawn(t *testing.T) {
 			want = append(want, stage.Change(fmt.Sprintf("firewalld zone public: open %s (%s)", p, layer)))
 		}
 	}
+	want = append(want, "firewalld zone public: close service ssh (runtime)", "firewalld zone public: close service ssh (permanent)")
 	want = append(want, "firewalld zone trusted: bind source 172.17.0.0/16 (runtime)", "firewalld zone trusted: bind source 172.17.0.0/16 (permanent)",
 		"firewalld policy kubeboot-pods: forward from any zone to zone trusted (permanent)", "firewalld policy kubeboot-pods: load into the runtime (reload)")
 	wantChanges(t, "first apply (firewalld)", changes, changeStrings(want)...)
@@ -193,6 +196,9 @@ func TestFirewalldNspawn(t *testing.T) {
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp through firewalld")
 	if err := probeTCP(t, l.clientNS, "", nodeIP+":8081"); err == nil {
 		t.Error("unlisted 8081/tcp got through firewalld")
+	}
+	if err := probeTCP(t, l.clientNS, "", nodeIP+":22"); err == nil {
+		t.Error("22/tcp got through firewalld with no SSH key in the config")
 	}
 
 	// A zone of our choosing, bound to enp1s0, with an extra port.
@@ -220,6 +226,12 @@ func TestFirewalldNspawn(t *testing.T) {
 	c.MustExec(t, "firewall-cmd", "--reload")
 	wantChanges(t, "apply after firewall-cmd --reload", c.stage(t, "apply", cfg).Changes)
 	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":6443"), "6443/tcp after reload")
+
+	// A key: sshPort opens in the zone, runtime and permanent.
+	cfg.Users[0].SSHAuthorizedKeys = []string{testKey}
+	wantChanges(t, "apply with an SSH key", c.stage(t, "apply", cfg).Changes,
+		"firewalld zone internal: open 22/tcp (runtime)", "firewalld zone internal: open 22/tcp (permanent)")
+	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":22"), "22/tcp once admin has a key")
 
 	cfg.Firewall.Zone = "nosuchzone"
 	if res := c.stageResult(t, "apply", cfg); !strings.Contains(res.Error, `firewall.zone "nosuchzone"`) {

@@ -257,8 +257,15 @@ func loadConfig(tb testing.TB, name string) *machineconfig.MachineConfig {
 	return cfg
 }
 
+// testKey is a public key (its private half was thrown away): with it on
+// a user, the node runs sshd and the firewall opens sshPort.
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFPVFSJya7rtuih4ot6mTjQySoYVMpcttWd+3vxNZMel admin@laptop"
+
+// controllerConfig is configs/controller.yaml with an SSH key for admin.
 func controllerConfig(tb testing.TB) *machineconfig.MachineConfig {
-	return loadConfig(tb, "controller.yaml")
+	cfg := loadConfig(tb, "controller.yaml")
+	cfg.Users[0].SSHAuthorizedKeys = []string{testKey}
+	return cfg
 }
 
 func testEnv(tb testing.TB, ns netns.NsHandle, cfg *machineconfig.MachineConfig) *stage.Env {

@@ -182,9 +182,9 @@ func desiredRuleset(p policy, dhcp6 bool) *ruleset {
 	}
 	// SSH is not restricted by interfaces or sources: a wrong list must not
 	// lock the operator out of the node it just configured.
-	if p.sshPort != 0 {
-		rule(fmt.Sprintf("ssh %d/tcp", p.sshPort), append(l4proto(unix.IPPROTO_TCP), dport(),
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.sshPort)},
+	for _, ssh := range p.ssh {
+		rule("ssh "+ssh.String(), append(l4proto(unix.IPPROTO_TCP), dport(),
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(ssh.First)},
 			accept)...)
 	}
 

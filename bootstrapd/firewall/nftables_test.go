@@ -194,6 +194,23 @@ func TestNftablesRestrictions(t *testing.T) {
 	assertOpen(t, probeTCP(t, l.clientNS, otherIP, nodeIP+":6443"), "6443 from "+otherIP+" once listed")
 }
 
+// Without an SSH key the node runs no sshd: no ssh rule, port 22 dropped.
+func TestNftablesSSHOnlyWithKeys(t *testing.T) {
+	l := newLab(t)
+	listenTCP(t, l.nodeNS, ":22")
+	cfg := controllerConfig(t)
+	cfg.Users[0].SSHAuthorizedKeys = nil
+	env := testEnv(t, l.nodeNS, cfg)
+	apply(t, env)
+	if rules := netnstest.Run(t, "ip", "netns", "exec", l.node, "nft", "list", "chain", "inet", "kubeboot", "input"); strings.Contains(rules, "ssh") {
+		t.Errorf("an ssh rule without any SSH key:\n%s", rules)
+	}
+	assertDropped(t, probeTCP(t, l.clientNS, "", nodeIP+":22"), "22/tcp with no SSH key")
+	cfg.Users[0].SSHAuthorizedKeys = []string{testKey}
+	wantChanges(t, "apply with a key", apply(t, env), `nftables: add rule "ssh 22/tcp"`)
+	assertOpen(t, probeTCP(t, l.clientNS, "", nodeIP+":22"), "22/tcp once admin has a key")
+}
+
 // A rule deleted by hand is noticed and put back, giving the same ruleset.
 func TestNftablesRepairsTampering(t *testing.T) {
 	l := newLab(t)

@@ -72,6 +72,20 @@ func PodNetworkPorts(backend machineconfig.PodNetworkBackend) []Port {
 	return nil
 }
 
+// SSHPorts is the SSH port the node opens: firewall.sshPort (default 22)
+// when some user has an SSH key, since only then does the node run sshd
+// (bootstrapd/ssh); none otherwise.
+func SSHPorts(cfg *machineconfig.MachineConfig) []Port {
+	port := machineconfig.DefaultSSHPort
+	if cfg.Firewall.SSHPort != nil {
+		port = *cfg.Firewall.SSHPort
+	}
+	if !cfg.SSHEnabled() || port < 1 || port > 65535 {
+		return nil
+	}
+	return []Port{{Proto: "tcp", First: uint16(port), Last: uint16(port)}}
+}
+
 // PodBridge is the bridge the flannel CNI plugin puts the node's pods on
 // (its default, which manifests/flannel keeps): packets from local pods to
 // the node come in through it.
@@ -80,7 +94,7 @@ const PodBridge = "cni0"
 // policy is what the config asks of the firewall, independent of backend.
 type policy struct {
 	ports      []Port // merged and sorted per protocol
-	sshPort    uint16 // 0: closed
+	ssh        []Port // SSHPorts: not restricted by interfaces or sources
 	interfaces []string
 	sources    []netip.Prefix
 	// pods are kubernetes.podSubnet: traffic from pods is trusted (local
@@ -106,13 +120,10 @@ func policyOf(cfg *machineconfig.MachineConfig) (policy, error) {
 	}
 	p.ports = mergePorts(p.ports)
 
-	p.sshPort = 22
-	if fw.SSHPort != nil {
-		if *fw.SSHPort < 0 || *fw.SSHPort > 65535 {
-			return policy{}, fmt.Errorf("firewall.sshPort: %d is not a port (0 closes SSH)", *fw.SSHPort)
-		}
-		p.sshPort = uint16(*fw.SSHPort)
+	if fw.SSHPort != nil && (*fw.SSHPort < 0 || *fw.SSHPort > 65535) {
+		return policy{}, fmt.Errorf("firewall.sshPort: %d is not a port (0 closes SSH)", *fw.SSHPort)
 	}
+	p.ssh = SSHPorts(cfg)
 
 	for i, name := range fw.Interfaces {
 		if name == "" || len(name) > 15 {

@@ -26,9 +26,14 @@ func TestPolicyOf(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("ports = %q, want %q", got, want)
 	}
-	if p.sshPort != 22 {
-		t.Errorf("sshPort = %d, want the default 22", p.sshPort)
+	if fmt.Sprint(p.ssh) != "[22/tcp]" {
+		t.Errorf("ssh = %v, want the default [22/tcp] (admin has a key)", p.ssh)
 	}
+	cfg.Users[0].SSHAuthorizedKeys = nil
+	if p, _ := policyOf(cfg); len(p.ssh) != 0 {
+		t.Errorf("ssh = %v with no SSH key in the config, want closed", p.ssh)
+	}
+	cfg.Users[0].SSHAuthorizedKeys = []string{testKey}
 	var srcs []string
 	for _, s := range p.sources {
 		srcs = append(srcs, s.String())

@@ -2,7 +2,6 @@ package kubelet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,37 +22,19 @@ import (
 // it talks to the container's systemd; innerEnv carries the operation.
 const innerEnv = "KUBEBOOT_KUBELET_INNER"
 
-type innerResult struct {
-	Changes []stage.Change
-	Error   string
-}
+func TestMain(m *testing.M) { nspawntest.Main(m, innerEnv, runInner) }
 
-func TestMain(m *testing.M) {
-	if op := os.Getenv(innerEnv); op != "" {
-		os.Exit(runInner(op))
-	}
-	os.Exit(m.Run())
-}
-
-func runInner(op string) int {
+func runInner(op string) ([]stage.Change, error) {
 	env := &stage.Env{Root: "/", NetNS: netns.None(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil)), Data: &stage.RunData{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var res innerResult
-	var err error
 	switch op {
 	case "plan":
-		res.Changes, err = New().Plan(ctx, env)
+		return New().Plan(ctx, env)
 	case "apply":
-		res.Changes, err = New().Apply(ctx, env)
-	default:
-		err = fmt.Errorf("unknown op %q", op)
+		return New().Apply(ctx, env)
 	}
-	if err != nil {
-		res.Error = err.Error()
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(res)
-	return 0
+	return nil, fmt.Errorf("unknown op %q", op)
 }
 
 // TestKubeletUnitThroughSystemd runs the stage against a real systemd
@@ -82,16 +63,9 @@ func TestKubeletUnitThroughSystemd(t *testing.T) {
 	c.MustExec(t, "sh", "-c", `printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\n' > /etc/systemd/system/kubelet.service.d/stand-in.conf`)
 	c.MustExec(t, "systemctl", "daemon-reload")
 
-	run := func(op string) innerResult {
+	run := func(op string) nspawntest.Result {
 		t.Helper()
-		out, err := c.Exec(t, []string{innerEnv + "=" + op}, nspawntest.BindDir+"/kubelet.test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var res innerResult
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			t.Fatalf("%s: reading %q: %v", op, out, err)
-		}
+		res := c.Inner(t, "kubelet.test", innerEnv, op)
 		if res.Error != "" {
 			t.Fatalf("%s in the container: %s", op, res.Error)
 		}
@@ -135,12 +109,7 @@ func TestKubeletUnitThroughSystemd(t *testing.T) {
 
 	// A masked unit is a clear error, not a retry loop.
 	c.MustExec(t, "systemctl", "mask", Unit)
-	out, err := c.Exec(t, []string{innerEnv + "=plan"}, nspawntest.BindDir+"/kubelet.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res innerResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil || !strings.Contains(res.Error, "is masked: unmask it") {
-		t.Errorf("masked: %q, %v; want the error saying so", out, err)
+	if res := c.Inner(t, "kubelet.test", innerEnv, "plan"); !strings.Contains(res.Error, "is masked: unmask it") {
+		t.Errorf("masked: %+v; want the error saying so", res)
 	}
 }

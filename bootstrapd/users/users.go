@@ -1,7 +1,8 @@
 // Package users is the stage that creates the machine config's accounts
 // (users[]) and keeps their homes private, and the one place that manages
 // what bootstrapd puts into a user's home (the kubeconfig stage's
-// ~/.kube/config goes through SyncFile; SSH keys will too).
+// ~/.kube/config goes through SyncFile, as do the SSH keys this stage
+// writes to ~/.ssh/authorized_keys).
 //
 // Accounts are made with the image's own tools (useradd from Debian's
 // passwd package), so /etc/passwd, shadow, group and gshadow stay
@@ -128,8 +129,31 @@ func (Stage) run(ctx context.Context, env *stage.Env, apply bool) ([]stage.Chang
 		if err != nil {
 			return changes, fmt.Errorf("%s: %w", who(i, u), err)
 		}
+		if len(u.SSHAuthorizedKeys) == 0 {
+			continue // a file the user made is theirs
+		}
+		c, err = SyncFile(env, *acct, AuthorizedKeysFile, AuthorizedKeys(i, u), apply)
+		changes = append(changes, c...)
+		if err != nil {
+			return changes, fmt.Errorf("%s: %w", who(i, u), err)
+		}
 	}
 	return changes, nil
+}
+
+// AuthorizedKeysFile is where sshd (AuthorizedKeysFile's default) looks
+// for a user's keys, relative to the home.
+const AuthorizedKeysFile = ".ssh/authorized_keys"
+
+// AuthorizedKeys is the content of users[i]'s authorized_keys: the
+// config's keys, one a line, under a line saying where they come from.
+func AuthorizedKeys(i int, u machineconfig.User) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# users[%d].sshAuthorizedKeys of the machine config, written by bootstrapd: edits here are replaced\n", i)
+	for _, k := range u.SSHAuthorizedKeys {
+		b.WriteString(strings.TrimSpace(k) + "\n")
+	}
+	return b.Bytes()
 }
 
 // who names users[i] in errors.

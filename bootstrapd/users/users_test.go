@@ -279,3 +279,91 @@ func TestSyncFileNeverFollowsTheUsersLinks(t *testing.T) {
 		t.Errorf("the linked directory was changed: mode %v owner %d", mode, uid)
 	}
 }
+
+// TestAuthorizedKeys: the stage writes each keyed user's
+// ~/.ssh/authorized_keys (0600 in a 0700 ~/.ssh, owned by the user) on a
+// root laid out like the image, OpenSSH's ssh-keygen reads every key back,
+// a second run changes nothing, a changed list replaces the file, a user
+// without keys keeps a file of their own, and a linked ~/.ssh is refused.
+func TestAuthorizedKeys(t *testing.T) {
+	root := nodeRoot(t)
+	keyA := sshKey(t, "admin@laptop")
+	keyB := `from="172.16.0.0/24" ` + sshKey(t, "admin@bastion")
+	cfg := parse(t, "users:\n  - name: admin\n    sshAuthorizedKeys:\n      - "+keyA+"\n      - '"+keyB+"'\n  - name: ops\n")
+	env := envFor(root, cfg)
+	s := New()
+	ctx := context.Background()
+	write(t, filepath.Join(root, "var/home/ops/.ssh/authorized_keys"), "ops's own\n", 0o644)
+	if _, err := s.Apply(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	acct, _ := Lookup(env, "admin")
+	file := filepath.Join(root, "var/home/admin/.ssh/authorized_keys")
+	got, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# users[0].sshAuthorizedKeys of the machine config, written by bootstrapd: edits here are replaced\n" + keyA + "\n" + keyB + "\n"
+	if string(got) != want {
+		t.Errorf("authorized_keys:\n%s\nwant:\n%s", got, want)
+	}
+	if mode, uid, gid := stat(t, file); mode.Perm() != FileMode || uid != acct.UID || gid != acct.GID {
+		t.Errorf("authorized_keys mode %v owner %d:%d, want 0600 %d:%d", mode, uid, gid, acct.UID, acct.GID)
+	}
+	if mode, uid, _ := stat(t, filepath.Dir(file)); mode.Perm() != DirMode || uid != acct.UID {
+		t.Errorf(".ssh mode %v owner %d", mode, uid)
+	}
+	if out, err := exec.Command("ssh-keygen", "-l", "-f", file).CombinedOutput(); err != nil || strings.Count(string(out), "SHA256:") != 2 {
+		t.Errorf("ssh-keygen -l -f authorized_keys: %v\n%s", err, out)
+	}
+	if own, _ := os.ReadFile(filepath.Join(root, "var/home/ops/.ssh/authorized_keys")); string(own) != "ops's own\n" {
+		t.Errorf("ops has no keys in the config, yet their file became %q", own)
+	}
+	if c, err := s.Apply(ctx, env); err != nil || len(c) != 0 {
+		t.Errorf("second apply: %q, %v", c, err)
+	}
+
+	// One key dropped: the file is replaced, never edited in place.
+	env.Config.Users[0].SSHAuthorizedKeys = []string{keyA}
+	if c, err := s.Plan(ctx, env); err != nil || fmt.Sprint(c) != "[admin: install /home/admin/.ssh/authorized_keys (0600)]" {
+		t.Errorf("plan after dropping a key: %q, %v", c, err)
+	}
+	if _, err := s.Apply(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(file); strings.Contains(string(got), "bastion") {
+		t.Errorf("the dropped key is still there:\n%s", got)
+	}
+
+	// ~/.ssh replaced by a link to root's directory: refused, nothing written there.
+	rootSSH := filepath.Join(root, "var/roothome/.ssh")
+	if err := os.MkdirAll(rootSSH, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Dir(file))
+	os.Symlink("../../roothome/.ssh", filepath.Dir(file))
+	if _, err := s.Apply(ctx, env); err == nil || !strings.Contains(err.Error(), "users[0] (admin): /home/admin/.ssh is not a directory") {
+		t.Errorf("apply through a linked ~/.ssh: %v", err)
+	}
+	if entries, _ := os.ReadDir(rootSSH); len(entries) != 0 {
+		t.Errorf("written through the link into root's .ssh: %v", entries)
+	}
+}
+
+// sshKey makes a real key pair with OpenSSH's ssh-keygen and returns the
+// public line with comment.
+func sshKey(t *testing.T, comment string) string {
+	t.Helper()
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("ssh-keygen not installed (openssh-client)")
+	}
+	f := filepath.Join(t.TempDir(), "key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(f + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(pub))
+}

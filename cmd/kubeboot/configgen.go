@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -57,12 +58,14 @@ func runConfig(args []string) int {
 	version := fs.String("kubernetes-version", "", "Kubernetes version (default: the one --spec pins)")
 	out := fs.String("o", "", "machine config to write")
 	force := fs.Bool("force", false, "replace an existing file")
-	var addresses, macs, names, hosts, users multiFlag
+	var addresses, macs, names, hosts, users, sshKeys, timeServers multiFlag
 	fs.Var(&addresses, "address", "static address CIDR of the next interface, e.g. 172.16.0.11/24 (repeatable)")
 	fs.Var(&macs, "mac", "MAC address matching the n-th interface (repeatable)")
 	fs.Var(&names, "interface", "name of the n-th interface (repeatable)")
 	fs.Var(&hosts, "host", "extra /etc/hosts entry NAME=IP, e.g. controller.home.local=172.16.0.11 (repeatable)")
-	fs.Var(&users, "user", "local user who gets the admin kubeconfig on a control plane (repeatable)")
+	fs.Var(&users, "user", "local user: gets the admin kubeconfig on a control plane, logs in with the --ssh-key keys (repeatable)")
+	fs.Var(&sshKeys, "ssh-key", "public key file (a .pub, or authorized_keys lines) whose keys every --user logs in with over SSH (repeatable)")
+	fs.Var(&timeServers, "time-server", "NTP server the node's clock follows; the first boot waits for it (repeatable)")
 	if code, ok := parseFlags(fs, args[1:]); !ok {
 		return code
 	}
@@ -132,9 +135,22 @@ func runConfig(args []string) int {
 		fmt.Fprintf(os.Stderr, "kubeboot config gen: --gateway %s is in the network of no --address\n", *gateway)
 		return exitUsage
 	}
-	for _, u := range users {
-		cfg.Users = append(cfg.Users, machineconfig.User{Name: u})
+	if len(sshKeys) > 0 && len(users) == 0 {
+		fmt.Fprintln(os.Stderr, "kubeboot config gen: --ssh-key needs a --user to log in as")
+		return exitUsage
 	}
+	var keys []string
+	for _, f := range sshKeys {
+		k, err := readPublicKeys(f)
+		if err != nil {
+			return fail(err)
+		}
+		keys = append(keys, k...)
+	}
+	for _, u := range users {
+		cfg.Users = append(cfg.Users, machineconfig.User{Name: u, SSHAuthorizedKeys: keys})
+	}
+	cfg.Time.Servers = timeServers
 	cr := &cfg.Kubernetes.Credentials
 	if cfg.Role.IsControlPlane() {
 		cr.Secrets = bundle.ForRole(cfg.Role)
@@ -164,4 +180,37 @@ func configHeader(r machineconfig.Role) string {
 	}
 	return "# kubeboot machine config written by kubeboot config gen. It holds " + what + ":\n" +
 		"# keep it private (mode 0600). Check it with: kubeboot validate FILE\n"
+}
+
+// maxKeyFile bounds a --ssh-key file: a few keys are a few KiB.
+const maxKeyFile = 64 << 10
+
+// readPublicKeys returns the key lines of a .pub or authorized_keys file
+// (blank lines and comments left out); the config's validator checks them.
+func readPublicKeys(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ssh-key: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--ssh-key %s: %w", path, err)
+	}
+	if len(data) > maxKeyFile {
+		return nil, fmt.Errorf("--ssh-key %s: larger than %d KiB; is it a public key (.pub)?", path, maxKeyFile>>10)
+	}
+	if strings.Contains(string(data), "PRIVATE KEY") {
+		return nil, fmt.Errorf("--ssh-key %s is a private key: give its public half (%s.pub); the private key never leaves your machine", path, path)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			keys = append(keys, line)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("--ssh-key %s holds no key", path)
+	}
+	return keys, nil
 }

@@ -361,7 +361,8 @@ func TestCIDATAInterruptedLeavesNothing(t *testing.T) {
 var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
 
 // docCommands are the kubeboot commands of the README and docs that need
-// no image build, in the order a reader meets them.
+// no image build, and the ssh-keygen that makes a key for them, in the
+// order a reader meets them.
 func docCommands(t *testing.T) []string {
 	t.Helper()
 	files := []string{"../../README.md"}
@@ -378,6 +379,10 @@ func docCommands(t *testing.T) []string {
 			for _, line := range strings.Split(text, "\n") {
 				line = strings.TrimSpace(line)
 				fields := strings.Fields(line)
+				if len(fields) > 0 && fields[0] == "ssh-keygen" { // the key the README's config gen gives a user
+					cmds = append(cmds, line)
+					continue
+				}
 				if len(fields) < 2 || fields[0] != "kubeboot" && fields[0] != "bin/kubeboot" {
 					continue
 				}
@@ -415,11 +420,15 @@ func TestDocCommandsRunAsWritten(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
 	bin, _ := os.ReadFile(kubebootBin)
 	os.WriteFile(filepath.Join(root, "bin/kubeboot"), bin, 0o755)
+	// A home of the test's own, with the ~/.ssh a user has: ssh-keygen
+	// writes the README's key there.
+	home := t.TempDir()
+	os.Mkdir(filepath.Join(home, ".ssh"), 0o700)
 	var outputs bytes.Buffer
 	for _, c := range cmds {
 		cmd := exec.Command("sh", "-c", c)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"), "HOME="+home)
 		out, err := cmd.CombinedOutput()
 		outputs.Write(out)
 		if err != nil {

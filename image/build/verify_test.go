@@ -164,6 +164,16 @@ func TestBuiltImage(t *testing.T) {
 	if entry("/usr/lib/systemd/system/firewalld.service") != "" {
 		checks["/etc/systemd/system/multi-user.target.wants/firewalld.service"] = "lrwxrwxrwx root/root -> /usr/lib/systemd/system/firewalld.service"
 	}
+	// sshd (keys only; skipped until the node made its host keys) and
+	// timesyncd, from configs/image.yaml's packages (docs/image.md).
+	if entry("/usr/sbin/sshd") != "" {
+		checks["/etc/ssh/sshd_config.d/50-kubeboot.conf"] = "-rw-r--r-- root/root"
+		checks["/usr/lib/systemd/system/ssh.service.d/50-kubeboot.conf"] = "-rw-r--r-- root/root"
+		checks["/etc/systemd/system/multi-user.target.wants/ssh.service"] = "lrwxrwxrwx root/root -> /usr/lib/systemd/system/ssh.service"
+	}
+	if entry("/usr/lib/systemd/system/systemd-timesyncd.service") != "" {
+		checks["/etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"] = "lrwxrwxrwx root/root -> /usr/lib/systemd/system/systemd-timesyncd.service"
+	}
 	if cfg := os.Getenv("KUBEBOOT_TEST_MACHINE_CONFIG"); cfg != "" {
 		// A per-node image: the config is baked where bootstrapd reads it,
 		// readable by root only (it may hold join credentials).

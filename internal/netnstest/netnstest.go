@@ -39,3 +39,14 @@ func New(tb testing.TB, name string) netns.NsHandle {
 	Run(tb, "ip", "-n", name, "link", "set", "lo", "up")
 	return h
 }
+
+// Veth links the namespaces a and b with a veth pair whose ends are both
+// called name, gives them addrA and addrB (CIDR) and sets them up.
+func Veth(tb testing.TB, a, b, name, addrA, addrB string) {
+	tb.Helper()
+	Run(tb, "ip", "link", "add", name, "netns", a, "type", "veth", "peer", "name", name, "netns", b)
+	for _, end := range [][2]string{{a, addrA}, {b, addrB}} {
+		Run(tb, "ip", "-n", end[0], "addr", "add", end[1], "dev", name)
+		Run(tb, "ip", "-n", end[0], "link", "set", name, "up")
+	}
+}

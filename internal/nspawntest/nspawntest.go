@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
 // BindDir is where the test's directory appears in the container.
@@ -201,6 +204,11 @@ func childNamed(pid int, name string) int {
 }
 
 func (c *Container) stop(t *testing.T) {
+	select {
+	case <-c.exited: // gone already (Kill): its pid may be another process's now
+		return
+	default:
+	}
 	if c.InitPID != 0 {
 		_ = exec.Command("nsenter", "-t", strconv.Itoa(c.InitPID), "-a", "systemctl", "poweroff").Run()
 	}
@@ -212,6 +220,22 @@ func (c *Container) stop(t *testing.T) {
 	t.Logf("container %s did not power off in 30s; killing it. console:\n%s", c.Name, c.Console())
 	if c.InitPID != 0 {
 		_ = syscall.Kill(c.InitPID, syscall.SIGKILL) // ends its whole pid namespace
+	}
+	_ = c.nspawn.Process.Kill()
+	<-c.exited
+}
+
+// Kill ends the container at once (its init, and with it its pid
+// namespace, then nspawn), for teardowns that cannot wait for the test's
+// cleanup (a signal handler); a no-op once it has exited.
+func (c *Container) Kill() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	if c.InitPID != 0 {
+		_ = syscall.Kill(c.InitPID, syscall.SIGKILL)
 	}
 	_ = c.nspawn.Process.Kill()
 	<-c.exited
@@ -310,4 +334,66 @@ func CopySelf(t *testing.T, dir, name string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// CanSetClock reports whether the container's processes could set the
+// clock, which is the host's (containers have no clock of their own):
+// whether CAP_SYS_TIME (bit 25) is in its init's bounding set. nspawn
+// leaves it out unless asked; tests that run time daemons check first.
+func (c *Container) CanSetClock(t *testing.T) bool {
+	t.Helper()
+	for _, line := range strings.Split(readFile(fmt.Sprintf("/proc/%d/status", c.InitPID)), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("CapBnd of %s: %q: %v", c.Name, v, err)
+			}
+			return n&(1<<unix.CAP_SYS_TIME) != 0
+		}
+	}
+	t.Fatalf("no CapBnd in /proc/%d/status (container %s)", c.InitPID, c.Name)
+	return true
+}
+
+// Result is what a test binary run inside a container reports: a stage's
+// changes or its error, and how long the call took.
+type Result struct {
+	Changes []stage.Change
+	Error   string
+	Took    time.Duration
+}
+
+// Main is the TestMain of a package whose test binary also runs inside a
+// container: when the environment variable env is set, the binary calls
+// inner with its value, prints the Result as JSON and exits; otherwise it
+// runs the tests.
+func Main(m *testing.M, env string, inner func(arg string) ([]stage.Change, error)) {
+	arg := os.Getenv(env)
+	if arg == "" {
+		os.Exit(m.Run())
+	}
+	started := time.Now()
+	changes, err := inner(arg)
+	res := Result{Changes: changes, Took: time.Since(started)}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	os.Exit(0)
+}
+
+// Inner runs the test binary, copied into the bound directory as name
+// (CopySelf), inside the container with env=arg and the extra environment,
+// and returns what it reported (see Main).
+func (c *Container) Inner(t *testing.T, name, env, arg string, extra ...string) Result {
+	t.Helper()
+	stdout, err := c.Exec(t, append([]string{env + "=" + arg}, extra...), BindDir+"/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("%s in container %s printed %q: %v", name, c.Name, stdout, err)
+	}
+	return res
 }
