@@ -14,12 +14,10 @@ package kubelet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 
-	"github.com/coreos/go-systemd/v22/dbus"
-
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
+	"kubeboot.dev/kubeboot/bootstrapd/systemdunit"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -43,7 +41,7 @@ func (Stage) Name() string { return "kubelet" }
 func (Stage) Inputs(*machineconfig.MachineConfig) any { return nil }
 
 func (s Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
-	conn, err := connect(ctx)
+	conn, err := systemdunit.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +51,7 @@ func (s Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error)
 }
 
 func (s Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error) {
-	conn, err := connect(ctx)
+	conn, err := systemdunit.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -63,25 +61,13 @@ func (s Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, error
 		return nil, err
 	}
 	if w.enable {
-		if _, _, err := conn.EnableUnitFilesContext(ctx, []string{Unit}, false, true); err != nil {
-			return nil, fmt.Errorf("enable %s: %w", Unit, err)
-		}
-		if err := conn.ReloadContext(ctx); err != nil {
-			return nil, fmt.Errorf("systemd daemon-reload after enabling %s: %w", Unit, err)
+		if err := conn.Enable(ctx, Unit); err != nil {
+			return nil, err
 		}
 	}
 	if w.start {
-		done := make(chan string, 1)
-		if _, err := conn.StartUnitContext(ctx, Unit, "replace", done); err != nil {
-			return nil, stage.Temporary(fmt.Errorf("start %s: %w", Unit, err))
-		}
-		select {
-		case result := <-done:
-			if result != "done" {
-				return nil, stage.Temporary(fmt.Errorf("start %s: job %s (journalctl -u kubelet says why)", Unit, result))
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("start %s: %w", Unit, ctx.Err())
+		if err := conn.Start(ctx, Unit); err != nil {
+			return nil, err
 		}
 	}
 	return w.changes(), nil
@@ -101,49 +87,17 @@ func (w wanted) changes() []stage.Change {
 	return c
 }
 
-func (Stage) want(ctx context.Context, env *stage.Env, conn *dbus.Conn) (wanted, error) {
-	var w wanted
-	load, err := conn.GetUnitPropertyContext(ctx, Unit, "LoadState")
+func (Stage) want(ctx context.Context, env *stage.Env, conn *systemdunit.Conn) (wanted, error) {
+	st, err := conn.Query(ctx, Unit)
 	if err != nil {
-		return w, stage.Temporary(fmt.Errorf("ask systemd about %s: %w", Unit, err))
+		return wanted{}, err
 	}
-	if st, _ := load.Value.Value().(string); st == "not-found" {
-		return w, fmt.Errorf("systemd does not know %s: the image has no kubelet", Unit)
-	}
-	fileState, err := conn.GetUnitPropertyContext(ctx, Unit, "UnitFileState")
-	if err != nil {
-		return w, stage.Temporary(fmt.Errorf("ask systemd about %s: %w", Unit, err))
-	}
-	switch st, _ := fileState.Value.Value().(string); st {
-	case "enabled", "enabled-runtime", "static", "alias", "indirect", "linked":
-	case "masked", "masked-runtime":
-		return w, fmt.Errorf("%s is masked: unmask it (systemctl unmask kubelet) so the node can run Kubernetes", Unit)
-	default:
-		w.enable = true
-	}
+	w := wanted{enable: !st.Enabled}
 	if _, err := os.Stat(env.Path(ConfigPath)); errors.Is(err, os.ErrNotExist) {
 		return w, nil // kubeadm has not configured it yet: enabled is all
 	} else if err != nil {
 		return w, err
 	}
-	active, err := conn.GetUnitPropertyContext(ctx, Unit, "ActiveState")
-	if err != nil {
-		return w, stage.Temporary(fmt.Errorf("ask systemd about %s: %w", Unit, err))
-	}
-	switch st, _ := active.Value.Value().(string); st {
-	case "active", "activating", "reloading":
-	default:
-		w.start = true
-	}
+	w.start = !st.Active
 	return w, nil
-}
-
-// connect talks to systemd over its private socket: root only, and there
-// whether or not the system bus's daemon is up yet.
-func connect(ctx context.Context) (*dbus.Conn, error) {
-	conn, err := dbus.NewSystemdConnectionContext(ctx)
-	if err != nil {
-		return nil, stage.Temporary(fmt.Errorf("connect to systemd: %w", err))
-	}
-	return conn, nil
 }
