@@ -15,6 +15,7 @@ import (
 
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
+	"kubeboot.dev/kubeboot/nodepath"
 )
 
 // Progress reads bootstrapd's record of this boot (nil before bootstrapd
@@ -188,7 +189,8 @@ func (vm *VM) SystemState(ctx context.Context, limit time.Duration) (string, []s
 
 // Evidence keeps what explains a failure, beside the serial consoles
 // already in LogDir: the journal of this boot, `bootstrapd status`, the
-// failed units and bootstrapd's state files. It returns the files written.
+// failed units, the containers with the tail of each one's log, and
+// bootstrapd's state files. It returns the files written.
 func (vm *VM) Evidence(ctx context.Context) []string {
 	if !vm.Running() {
 		return nil
@@ -216,6 +218,9 @@ func (vm *VM) Evidence(ctx context.Context) []string {
 	save("journal", "journalctl -b --no-pager -o short-monotonic | gzip -1", true)
 	save("status", "bootstrapd status", false)
 	save("units", "systemctl --failed --no-pager --no-legend; systemctl list-jobs --no-pager", false)
+	// Why control-plane containers or coredns exited lives only in their
+	// own logs, which the journal does not carry.
+	save("containers", "{ crictl --runtime-endpoint unix://"+nodepath.ContainerdSocket+" ps -a 2>&1; for f in /var/log/pods/*/*/*.log; do echo \"== $f\"; tail -n 40 \"$f\"; done; } | gzip -1", true)
 	save("state", "cd "+state.Dir+" && for f in source.json failed done stages/*/record.json; do [ -f \"$f\" ] && { echo \"== $f\"; cat \"$f\"; echo; }; done; echo \"== "+progress.File+"\"; cat "+progress.File, false)
 	return written
 }

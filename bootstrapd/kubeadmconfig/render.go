@@ -136,6 +136,28 @@ const (
 	discoveryTimeout = 10 * time.Minute
 )
 
+// Control-plane settings for slow machines, in every cluster's
+// ClusterConfiguration (so joining control planes get them too). Under
+// QEMU TCG (e2e, 2026-11-29) etcd answered "request timed out" and the
+// controller-manager and scheduler lost their leases every 2 minutes: a
+// lease renewal that misses the 10 s renew deadline makes them exit, and
+// each restart (informers relisting everything) loaded the starved node
+// further. OpenShift's single-node clusters relax leader election the
+// same way.
+var (
+	// etcd's request timeout is 5 s + 2 x election-timeout: 15 s instead of
+	// 7 s. etcd's tuning guide gives heartbeat ~ round trip and election
+	// timeout 10x heartbeat; [100 ms, 1000 ms].
+	etcdArgs = []arg{{"heartbeat-interval", "500"}, {"election-timeout", "5000"}}
+	// [15 s lease, 10 s renew deadline, 2 s retry]: a new leader takes
+	// over at most 60 s after the old one stops renewing.
+	leaderElectionArgs = []arg{
+		{"leader-elect-lease-duration", "60s"},
+		{"leader-elect-renew-deadline", "40s"},
+		{"leader-elect-retry-period", "5s"},
+	}
+)
+
 // Render renders the kubeadm configuration of cfg's role. cfg must come
 // from machineconfig.Parse or Load (validated, defaults applied). Errors
 // name what is missing from in; they never contain secret values.
@@ -349,6 +371,9 @@ func initDocuments(cfg *machineconfig.MachineConfig, in Inputs, ips []netip.Addr
 		KubernetesVersion:    k.Version,
 		ControlPlaneEndpoint: k.ControlPlaneEndpoint,
 		APIServer:            apiServer{CertSANs: k.CertSANs},
+		Etcd:                 etcd{Local: component{ExtraArgs: etcdArgs}},
+		ControllerManager:    component{ExtraArgs: leaderElectionArgs},
+		Scheduler:            component{ExtraArgs: leaderElectionArgs},
 	}
 	docs := []document{
 		{kindInit, ic},

@@ -43,10 +43,23 @@ type initConfiguration struct {
 
 type clusterConfiguration struct {
 	typeMeta             `yaml:",inline"`
+	Etcd                 etcd       `yaml:"etcd"`
 	Networking           networking `yaml:"networking"`
 	KubernetesVersion    string     `yaml:"kubernetesVersion"`
 	ControlPlaneEndpoint string     `yaml:"controlPlaneEndpoint"`
 	APIServer            apiServer  `yaml:"apiServer,omitempty"`
+	ControllerManager    component  `yaml:"controllerManager"`
+	Scheduler            component  `yaml:"scheduler"`
+}
+
+type etcd struct {
+	Local component `yaml:"local"`
+}
+
+// component is the part of kubeadm's ControlPlaneComponent (and of
+// LocalEtcd) that kubeboot sets.
+type component struct {
+	ExtraArgs []arg `yaml:"extraArgs,omitempty"`
 }
 
 type joinConfiguration struct {
