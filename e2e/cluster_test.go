@@ -17,7 +17,7 @@ import (
 
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
 	"kubeboot.dev/kubeboot/image/spec"
-	"kubeboot.dev/kubeboot/machineconfig"
+	"kubeboot.dev/kubeboot/internal/secrettest"
 )
 
 // The cluster's nodes: the example configs, as written.
@@ -328,37 +328,11 @@ func (s *sc) ensureSecrets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.secrets = secretValues(cfg.Kubernetes.Credentials.Bundle)
-	if len(s.secrets) == 0 {
+	if cfg.Kubernetes.Credentials.Bundle == nil {
 		return fmt.Errorf("%s names no secrets bundle", controllerConfig)
 	}
+	s.secrets = secrettest.For(cfg.Kubernetes.Credentials.Bundle)
 	return nil
-}
-
-// secretValues are strings that must never show up in a log: the token
-// (whole and its secret half), the certificate key, and a line of every
-// private key.
-func secretValues(b *machineconfig.ClusterSecrets) []string {
-	if b == nil {
-		return nil
-	}
-	var v []string
-	if t := b.Token.Reveal(); t != "" {
-		v = append(v, t)
-		if _, secret, ok := strings.Cut(t, "."); ok {
-			v = append(v, secret)
-		}
-	}
-	if k := b.CertificateKey.Reveal(); k != "" {
-		v = append(v, k)
-	}
-	for _, key := range []machineconfig.Secret{b.CA.Key, b.FrontProxyCA.Key, b.EtcdCA.Key, b.ServiceAccount.Key} {
-		lines := strings.Split(key.Reveal(), "\n")
-		if len(lines) > 2 {
-			v = append(v, lines[1])
-		}
-	}
-	return v
 }
 
 // addNode makes the VM of a cluster node: enp1s0 on the first network,
@@ -859,12 +833,10 @@ func (s *sc) noSecretsLeaked(ctx context.Context, n *node) error {
 		texts[filepath.Base(f)] = b
 	}
 	for where, text := range texts {
-		for i, secret := range s.secrets {
-			if strings.Contains(string(text), secret) {
-				return fmt.Errorf("%s: secret #%d of %s appears in %s", n.vm.Name, i, secretsBundle, where)
-			}
+		if which, found := s.secrets.Find(text); found {
+			return fmt.Errorf("%s: %s of %s appears in %s", n.vm.Name, which, secretsBundle, where)
 		}
 	}
-	s.ok("%s: none of the bundle's %d secret values in its journal (%d KiB), bootstrapd status, consoles, shell transcripts", n.vm.Name, len(s.secrets), len(journal)>>10)
+	s.ok("%s: none of the bundle's secrets (token, certificate key, fragments of every private key) in its journal (%d KiB), bootstrapd status, consoles, shell transcripts", n.vm.Name, len(journal)>>10)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kubeboot.dev/kubeboot/internal/cachetest"
+	"kubeboot.dev/kubeboot/internal/secrettest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
@@ -55,7 +56,7 @@ type env struct {
 	report     *Report
 	kubectlBin string
 	kubeconfig string // the admin's, copied out of the controller (0600 in the lab's 0700 work dir)
-	secrets    []string
+	secrets    secrettest.Scanner
 	nodes      map[string]*node
 }
 
@@ -136,7 +137,7 @@ func TestLab(t *testing.T) {
 		passed[scn.name] = e.runScenario(scn, rep)
 	}
 	e.report.Seconds = time.Since(e.report.Started).Seconds()
-	e.report.Passed = true
+	e.report.Passed = e.scanForSecrets(lab.Out)
 	for _, s := range e.report.Scenarios {
 		if selected == "" || !strings.HasPrefix(s.NotRun, "not selected") {
 			e.report.Passed = e.report.Passed && s.Passed
@@ -146,6 +147,28 @@ func TestLab(t *testing.T) {
 		t.Error(err)
 	}
 	e.report.Summary(os.Stdout)
+}
+
+// scanForSecrets looks for the cluster bundle's secrets in every file the
+// run kept (consoles, shell transcripts, journals and status of failed
+// nodes): there must be none, whatever the file's mode, since out/e2e is
+// meant to be shared. It reports false on a hit or a failed scan.
+func (e *env) scanForSecrets(out string) bool {
+	if e.secrets == nil {
+		return true
+	}
+	hits, err := e.secrets.ScanTree(out)
+	switch {
+	case err != nil:
+		e.report.Secrets = fmt.Sprintf("scan of %s failed: %v", out, err)
+	case len(hits) > 0:
+		e.report.Secrets = fmt.Sprintf("%d secrets found under %s: first %v", len(hits), out, hits[0])
+	default:
+		e.report.Secrets = fmt.Sprintf("none of the bundle's secrets in any file under %s", out)
+		return true
+	}
+	e.t.Error(e.report.Secrets)
+	return false
 }
 
 // requireHost fails (not skips: KUBEBOOT_E2E=1 asked for the lab) when the

@@ -25,6 +25,9 @@ type Report struct {
 	Scenarios []*ScenarioReport `json:"scenarios"`
 	// Teardown is what Close could not undo, if anything.
 	Teardown string `json:"teardown,omitempty"`
+	// Secrets is the scan of everything the run kept (out/e2e) for the
+	// cluster bundle's secrets: empty when the bundle was never read.
+	Secrets string `json:"secrets,omitempty"`
 }
 
 // HostInfo is the machine the lab ran on.
@@ -131,6 +134,9 @@ func (r *Report) Summary(w io.Writer) {
 			fmt.Fprintf(w, "          memory: QEMU RSS peak %s (sum %d MiB); host used %d -> peak %d MiB\n",
 				rssList(s.Memory.QEMUPeakRSSMiB), s.Memory.QEMUSumPeakMiB, s.Memory.HostUsedAtStartMiB, s.Memory.HostPeakUsedMiB)
 		}
+	}
+	if r.Secrets != "" {
+		fmt.Fprintf(w, "  secrets: %s\n", r.Secrets)
 	}
 	verdict := "FAIL"
 	if r.Passed {

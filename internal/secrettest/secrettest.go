@@ -48,12 +48,20 @@ func For(s *machineconfig.ClusterSecrets) Scanner {
 // the output in the message (which never quotes the secret).
 func (l Scanner) Check(tb testing.TB, where string, data []byte) {
 	tb.Helper()
+	if which, found := l.Find(data); found {
+		tb.Errorf("%s holds %s", where, which)
+	}
+}
+
+// Find says which kind of secret of the bundle data holds first (never
+// the value), for callers that report errors rather than fail a test.
+func (l Scanner) Find(data []byte) (which string, found bool) {
 	for _, s := range l {
 		if s != "" && bytes.Contains(data, []byte(s)) {
-			tb.Errorf("%s holds a secret of the bundle", where)
-			return
+			return kind(s), true
 		}
 	}
+	return "", false
 }
 
 // Hit is a secret found in a file of a tree: where, and which kind of

@@ -70,3 +70,27 @@ func TestScanTree(t *testing.T) {
 		t.Errorf("hits:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestFind(t *testing.T) {
+	s, err := clustersecrets.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := For(s)
+	_, secret, _ := strings.Cut(s.Token.Reveal(), ".")
+	keyLine := strings.Split(s.EtcdCA.Key.Reveal(), "\n")[2]
+	for _, c := range []struct {
+		data, want string
+	}{
+		{"kubeadm join --token " + s.Token.Reveal(), "the bootstrap token"},
+		{"secret=" + secret, "the bootstrap token's secret"},
+		{"--certificate-key " + s.CertificateKey.Reveal(), "the certificate key"},
+		{"key line: " + keyLine[5:40], "a fragment of a private key"},
+		{"nothing here", ""},
+	} {
+		which, found := l.Find([]byte(c.data))
+		if which != c.want || found != (c.want != "") {
+			t.Errorf("Find(%.30q...) = %q, %v; want %q", c.data, which, found, c.want)
+		}
+	}
+}
