@@ -14,6 +14,10 @@
 // the step's time limit is up, saying every ReportEvery what it waits for.
 // An API server that does not answer yet (the control plane's static pods
 // still starting after a reboot) is something to wait for, not an error.
+// So, for RefusalGrace, is one that refuses the node's credentials: a
+// restarted API server serves before its authorizer's caches are synced
+// and forbids everything until they are (seen under QEMU TCG, where the
+// init node's API server restarted while this stage waited).
 package waitready
 
 import (
@@ -51,12 +55,15 @@ type Stage struct {
 	PollMin, PollMax time.Duration
 	// ReportEvery is how often Apply says what it still waits for.
 	ReportEvery time.Duration
+	// RefusalGrace is how long Apply waits while the API server refuses
+	// the node's credentials before it fails.
+	RefusalGrace time.Duration
 }
 
 // New returns the wait-ready stage: checks 1 s apart at first, at most
-// 5 s apart, a report every 15 s.
+// 5 s apart, a report every 15 s; 5 minutes of refused credentials fail.
 func New() stage.Stage {
-	return &Stage{PollMin: time.Second, PollMax: 5 * time.Second, ReportEvery: 15 * time.Second}
+	return &Stage{PollMin: time.Second, PollMax: 5 * time.Second, ReportEvery: 15 * time.Second, RefusalGrace: 5 * time.Minute}
 }
 
 func (*Stage) Name() string { return "wait-ready" }
@@ -84,8 +91,8 @@ func (s *Stage) Plan(ctx context.Context, env *stage.Env) ([]stage.Change, error
 	if err != nil {
 		return nil, err
 	}
-	waiting, err := check(ctx, cs, env.Config.Kubernetes.NodeName)
-	return changes(waiting), err
+	waiting, _ := check(ctx, cs, env.Config.Kubernetes.NodeName)
+	return changes(waiting), nil
 }
 
 // Apply waits until nothing is left to wait for, or ctx ends.
@@ -97,11 +104,16 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 	node := env.Config.Kubernetes.NodeName
 	started := time.Now()
 	wait := s.PollMin
-	var reported time.Time
+	var reported, refusedSince time.Time
 	for {
-		waiting, err := check(ctx, cs, node)
-		if err != nil {
-			return nil, err
+		waiting, refused := check(ctx, cs, node)
+		switch {
+		case refused == nil:
+			refusedSince = time.Time{}
+		case refusedSince.IsZero():
+			refusedSince = time.Now()
+		case time.Since(refusedSince) >= s.RefusalGrace:
+			return nil, fmt.Errorf("the API server has refused the node's credentials for %s: %w", time.Since(refusedSince).Round(time.Second), refused)
 		}
 		if len(waiting) == 0 {
 			env.Log.Info("node ready", "node", node, "waited", time.Since(started).Round(time.Second).String())
@@ -140,10 +152,10 @@ func client(env *stage.Env) (*kubeapi.Client, error) {
 }
 
 // check lists what is not ready: the node, then each kube-system pod bound
-// to it. An API server that cannot be reached or is not serving yet is
-// listed as a reason to wait; an answer that will not change by waiting
-// (the credentials are refused) is an error.
-func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, error) {
+// to it. An API server that cannot be reached, is not serving yet or
+// refuses the credentials is listed as a reason to wait; a refusal is
+// also returned as refused, for Apply to bound.
+func check(ctx context.Context, cs *kubeapi.Client, node string) (waiting []string, refused error) {
 	rctx, cancel := context.WithTimeout(ctx, kubeapi.RequestTimeout)
 	defer cancel()
 	n := &corev1.Node{}
@@ -152,15 +164,14 @@ func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, erro
 	case apierrors.IsNotFound(err):
 		return []string{fmt.Sprintf("node %s is not registered yet", node)}, nil
 	case err != nil:
-		return waitOrFail(err)
+		return notAnswered(err)
 	}
-	var waiting []string
 	if ok, why := NodeReady(n); !ok {
 		waiting = append(waiting, fmt.Sprintf("node %s is not Ready (%s)", node, why))
 	}
 	pods := &corev1.PodList{}
 	if err := cs.List(rctx, kubeapi.Pods, Namespace, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: maxPods}, pods); err != nil {
-		return waitOrFail(err)
+		return notAnswered(err)
 	}
 	items := pods.Items
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
@@ -172,9 +183,11 @@ func check(ctx context.Context, cs *kubeapi.Client, node string) ([]string, erro
 	return waiting, nil
 }
 
-func waitOrFail(err error) ([]string, error) {
+// notAnswered is the reason to wait for a request the API server did not
+// answer, and whether that was a refusal of the credentials.
+func notAnswered(err error) (waiting []string, refused error) {
 	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) {
-		return nil, fmt.Errorf("the API server refuses the node's credentials: %w", err)
+		return []string{"the API server refuses the node's credentials: " + short(err.Error())}, err
 	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {

@@ -43,7 +43,7 @@ func (r *reports) last() string {
 }
 
 func fast() *Stage {
-	return &Stage{PollMin: 50 * time.Millisecond, PollMax: 200 * time.Millisecond, ReportEvery: 100 * time.Millisecond}
+	return &Stage{PollMin: 50 * time.Millisecond, PollMax: 200 * time.Millisecond, ReportEvery: 100 * time.Millisecond, RefusalGrace: time.Second}
 }
 
 func config(t *testing.T, role machineconfig.Role, node string) *machineconfig.MachineConfig {
@@ -243,12 +243,23 @@ func TestWorkerWaitsForItsNodeAndPods(t *testing.T) {
 		t.Errorf("plan when ready: %q, %v", planned, err)
 	}
 
-	// A kubelet.conf of another node may not read w1: a clear error, not a wait.
+	// A kubelet.conf of another node may not read w1. A restarting API
+	// server refuses everyone until its authorizer has synced, so this is
+	// waited for, and a clear error once RefusalGrace is up.
 	other := t.TempDir()
 	kubeletConf(t, c, other, "w2")
 	env.Root = other
-	if _, err := s.Plan(ctx, env); err == nil || !strings.Contains(err.Error(), "the API server refuses the node's credentials") {
-		t.Errorf("plan with w2's credentials for w1: %v", err)
+	planned, err = s.Plan(ctx, env)
+	if err != nil || len(planned) != 1 || !strings.Contains(string(planned[0]), "the API server refuses the node's credentials") {
+		t.Errorf("plan with w2's credentials for w1: %q, %v", planned, err)
+	}
+	started := time.Now()
+	_, err = s.Apply(ctx, env)
+	if err == nil || !strings.Contains(err.Error(), "the API server has refused the node's credentials for ") {
+		t.Errorf("apply with w2's credentials for w1: %v", err)
+	}
+	if took := time.Since(started); took < s.RefusalGrace {
+		t.Errorf("apply failed after %s, before its grace of %s", took, s.RefusalGrace)
 	}
 }
 
