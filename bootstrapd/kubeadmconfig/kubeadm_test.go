@@ -45,10 +45,18 @@ func TestKubeadmInitDryRun(t *testing.T) {
 			continue
 		}
 		t.Run(c.name, func(t *testing.T) {
-			r := c.render(t)
 			in := testInputs()
 			if c.inputs != nil {
 				c.inputs(&in)
+			}
+			// The static-pod patches must be where the config says.
+			in.Dir = filepath.Join(t.TempDir(), "kubeadm")
+			r, err := Render(cfg, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Write("/"); err != nil {
+				t.Fatal(err)
 			}
 			args := []string{"init", "--dry-run"}
 			if !in.CAsPreinstalled {
@@ -60,17 +68,25 @@ func TestKubeadmInitDryRun(t *testing.T) {
 			if len(in.NodeIPs) > 0 { // dual stack: both addresses
 				nodeIP = joinAddrs(in)
 			}
+			// Slow-machine settings: liveness thresholds from the
+			// static-pod patches, leader election and etcd timing flags.
+			liveness := fmt.Sprintf("failureThreshold: %d\n      httpGet", livenessFailureThreshold)
 			want := map[string][]string{
-				"kubeadm-flags.env":   {"--node-ip=" + nodeIP},
-				"kube-apiserver.yaml": {"--advertise-address=" + k.AdvertiseAddress, "--service-cluster-ip-range=" + cidrList(k.ServiceSubnet), "--secure-port=6443"},
-				"config.yaml":         {"cgroupDriver: systemd", "clusterDomain: " + k.DNSDomain},
+				"kubeadm-flags.env":            {"--node-ip=" + nodeIP},
+				"kube-apiserver.yaml":          {"--advertise-address=" + k.AdvertiseAddress, "--service-cluster-ip-range=" + cidrList(k.ServiceSubnet), "--secure-port=6443", liveness},
+				"config.yaml":                  {"cgroupDriver: systemd", "clusterDomain: " + k.DNSDomain},
+				"etcd.yaml":                    {"--election-timeout=5000", "--heartbeat-interval=500", liveness},
+				"kube-controller-manager.yaml": {"--leader-elect-renew-deadline=40s", liveness},
+				"kube-scheduler.yaml":          {"--leader-elect-lease-duration=60s", liveness},
 			}
 			if k.PodSubnet != "" {
-				want["kube-controller-manager.yaml"] = []string{"--cluster-cidr=" + cidrList(k.PodSubnet)}
+				want["kube-controller-manager.yaml"] = append(want["kube-controller-manager.yaml"], "--cluster-cidr="+cidrList(k.PodSubnet))
 			}
 			if c.name == "patches-init" {
 				want["config.yaml"] = append(want["config.yaml"], "maxPods: 200", "cpu: 500m", "memory: 256Mi")
-				want["kube-controller-manager.yaml"] = append(want["kube-controller-manager.yaml"], "--node-cidr-mask-size=25")
+				// Its controllerManager.extraArgs replace kubeboot's list
+				// (docs/kubeadm.md, Slow machines).
+				want["kube-controller-manager.yaml"] = []string{"--node-cidr-mask-size=25", "--cluster-cidr=" + cidrList(k.PodSubnet), liveness}
 				want["kube-apiserver.yaml"] = append(want["kube-apiserver.yaml"], "--audit-log-maxage=30")
 			}
 			for file, needles := range want {

@@ -75,6 +75,9 @@ type Rendered struct {
 	// kubeletPatch is kubeadm's "kubeletconfiguration+merge.yaml" on
 	// joining nodes, nil when the config has no KubeletConfiguration patch.
 	kubeletPatch []byte
+	// controlPlane says the node runs the static control-plane pods,
+	// which Write patches (probePatches).
+	controlPlane bool
 	dir          string
 }
 
@@ -158,6 +161,25 @@ var (
 	}
 )
 
+// livenessFailureThreshold is how many liveness probes in a row (10 s
+// apart, each allowed 15 s) a control-plane component may fail before the
+// kubelet restarts it [8]: 4 minutes. Under QEMU TCG (e2e, 2026-11-29) the
+// API server, alive but starved, was restarted 12 minutes after boot, and
+// restarting it costs the starved node more than waiting: it relists
+// everything, and meanwhile every client of the API fails.
+const livenessFailureThreshold = 24
+
+// probePatches are kubeadm's static-pod patches (type "strategic": the
+// containers merge by name), one per control-plane component, keyed by
+// file name; init and control-plane nodes get them.
+var probePatches = func() map[string][]byte {
+	m := map[string][]byte{}
+	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		m[c+"+strategic.yaml"] = fmt.Appendf(nil, "spec:\n  containers:\n    - name: %s\n      livenessProbe:\n        failureThreshold: %d\n", c, livenessFailureThreshold)
+	}
+	return m
+}()
+
 // Render renders the kubeadm configuration of cfg's role. cfg must come
 // from machineconfig.Parse or Load (validated, defaults applied). Errors
 // name what is missing from in; they never contain secret values.
@@ -178,7 +200,7 @@ func Render(cfg *machineconfig.MachineConfig, in Inputs) (*Rendered, error) {
 	default:
 		return nil, fmt.Errorf("kubeadm config: unknown role %q", cfg.Role)
 	}
-	r := &Rendered{dir: in.Dir}
+	r := &Rendered{dir: in.Dir, controlPlane: cfg.Role != machineconfig.RoleWorker}
 	nodes := make([]*yaml.Node, len(docs))
 	for i, d := range docs {
 		if nodes[i], err = toNode(d.value); err != nil {
@@ -249,7 +271,8 @@ func (r *Rendered) String() string   { return string(r.redacted) }
 func (r *Rendered) GoString() string { return r.String() }
 
 // Write stores the files under root (the node's "/"): Config 0600 at
-// ConfigPath, the kubelet patch in Dir/patches, or removes a stale one. Dir
+// ConfigPath, and in Dir/patches the kubelet patch and on control planes
+// the probe patches, removing those the node does not get (any more). Dir
 // is created 0700 and must not be more open, as it holds the token.
 func (r *Rendered) Write(root string) error {
 	dir := filepath.Join(root, r.dir)
@@ -266,11 +289,26 @@ func (r *Rendered) Write(root string) error {
 	if err := atomicfile.Write(filepath.Join(dir, ConfigFile), r.config, 0o600, 0o700); err != nil {
 		return err
 	}
-	patch := filepath.Join(dir, PatchesSubdir, kubeletPatchFile)
-	if r.kubeletPatch == nil {
-		return atomicfile.Remove(patch)
+	patches := map[string][]byte{kubeletPatchFile: r.kubeletPatch}
+	for name, p := range probePatches {
+		if r.controlPlane {
+			patches[name] = p
+		} else {
+			patches[name] = nil
+		}
 	}
-	return atomicfile.Write(patch, r.kubeletPatch, 0o600, 0o700)
+	for name, p := range patches {
+		path := filepath.Join(dir, PatchesSubdir, name)
+		if p == nil {
+			err = atomicfile.Remove(path)
+		} else {
+			err = atomicfile.Write(path, p, 0o600, 0o700)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // document is one rendered document before patches.
@@ -352,6 +390,7 @@ func initDocuments(cfg *machineconfig.MachineConfig, in Inputs, ips []netip.Addr
 		NodeRegistration: registration(cfg, ips),
 		LocalAPIEndpoint: apiEndpoint{AdvertiseAddress: ips[0].String(), BindPort: apiServerPort},
 		SkipPhases:       skipPhases,
+		Patches:          &patches{Directory: path.Join(in.Dir, PatchesSubdir)},
 		Timeouts: timeouts{
 			ControlPlaneComponentHealthCheck: duration(controlPlaneHealthTimeout),
 			KubeletHealthCheck:               duration(kubeletHealthTimeout),
@@ -409,7 +448,7 @@ func joinDocuments(cfg *machineconfig.MachineConfig, in Inputs, ips []netip.Addr
 			Discovery:          duration(discoveryTimeout),
 		},
 	}
-	if slices.ContainsFunc(k.KubeadmPatches, func(p machineconfig.KubeadmPatch) bool { return p.Kind == kindKubelet }) {
+	if cfg.Role == machineconfig.RoleControlPlane || slices.ContainsFunc(k.KubeadmPatches, func(p machineconfig.KubeadmPatch) bool { return p.Kind == kindKubelet }) {
 		jc.Patches = &patches{Directory: path.Join(in.Dir, PatchesSubdir)}
 	}
 	if cfg.Role == machineconfig.RoleControlPlane {

@@ -278,12 +278,21 @@ func TestWrite(t *testing.T) {
 			}
 		}
 	}
-	// A config without kubelet patches removes the stale patch file.
+	// Control planes get the probe patches.
+	if err := renderCases[0].render(t).Write(root); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range probePatches {
+		if got, err := os.ReadFile(filepath.Join(dir, "patches", name)); err != nil || !bytes.Equal(got, p) {
+			t.Errorf("control plane: patches/%s: %q, %v", name, got, err)
+		}
+	}
+	// A worker without kubelet patches removes every stale patch file.
 	if err := renderCases[2].render(t).Write(root); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "patches", "kubeletconfiguration+merge.yaml")); !os.IsNotExist(err) {
-		t.Errorf("stale kubelet patch left behind: %v", err)
+	if left, _ := os.ReadDir(filepath.Join(dir, "patches")); len(left) != 0 {
+		t.Errorf("stale patches left behind: %v", left)
 	}
 	// A directory others can read is refused: the config holds the token.
 	if err := os.Chmod(dir, 0o755); err != nil {

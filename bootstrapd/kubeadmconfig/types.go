@@ -38,6 +38,7 @@ type initConfiguration struct {
 	LocalAPIEndpoint apiEndpoint      `yaml:"localAPIEndpoint"`
 	CertificateKey   string           `yaml:"certificateKey,omitempty"`
 	SkipPhases       []string         `yaml:"skipPhases,omitempty"`
+	Patches          *patches         `yaml:"patches,omitempty"`
 	Timeouts         timeouts         `yaml:"timeouts"`
 }
 
