@@ -3,6 +3,7 @@ package machineconfig
 import (
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -13,6 +14,17 @@ const (
 	DefaultPodNetwork    = PodNetworkHostGW
 	DefaultDNSDomain     = "cluster.local"
 	DefaultSSHPort       = 22
+)
+
+// DefaultNameservers4 and DefaultNameservers6 are the upstream resolvers
+// of a node that configures none and takes none from DHCP, as Talos
+// defaults them and k3s falls back to one: CoreDNS forwards to the
+// node's resolv.conf and exits without an upstream ("plugin/forward: no
+// valid upstream addresses found"), so cluster DNS would not run at all.
+// IPv6-only nodes get the IPv6 addresses of the same services.
+var (
+	DefaultNameservers4 = []string{"1.1.1.1", "8.8.8.8"}
+	DefaultNameservers6 = []string{"2606:4700:4700::1111", "2001:4860:4860::8888"}
 )
 
 // SetDefaults fills every field left empty that has a default. It is the
@@ -26,6 +38,9 @@ const (
 //     holding the default route, else the first static address of any link
 //   - users[].home: /home/NAME, /root for root
 //   - containerd.mirrors[].endpoints[].capabilities: [pull, resolve]
+//   - network.nameservers.addresses, when no link uses DHCP:
+//     DefaultNameservers4, or DefaultNameservers6 on a node whose static
+//     addresses are all IPv6
 func (c *MachineConfig) SetDefaults() {
 	fw := &c.Firewall
 	if fw.Backend == "" {
@@ -38,6 +53,12 @@ func (c *MachineConfig) SetDefaults() {
 	if fw.SSHPort == nil {
 		p := DefaultSSHPort
 		fw.SSHPort = &p
+	}
+	if ns := &c.Network.Nameservers; len(ns.Addresses) == 0 && !c.Network.usesDHCP() {
+		ns.Addresses = slices.Clone(DefaultNameservers4)
+		if c.Network.ipv6Only() {
+			ns.Addresses = slices.Clone(DefaultNameservers6)
+		}
 	}
 	k := &c.Kubernetes
 	if k.ServiceSubnet == "" {
@@ -103,6 +124,28 @@ type Link struct {
 // route: "default", 0.0.0.0/0 or ::/0.
 func (r Route) IsDefaultRoute() bool {
 	return r.To == "default" || r.To == "0.0.0.0/0" || r.To == "::/0"
+}
+
+func (n *Network) usesDHCP() bool {
+	return slices.ContainsFunc(n.Links(), func(l Link) bool { return l.DHCP4 || l.DHCP6 })
+}
+
+// ipv6Only says the node has static addresses and all are IPv6.
+func (n *Network) ipv6Only() bool {
+	seen := false
+	for _, l := range n.Links() {
+		for _, a := range l.Addresses {
+			p, err := netip.ParsePrefix(strings.TrimSpace(a))
+			if err != nil {
+				continue
+			}
+			if p.Addr().Is4() {
+				return false
+			}
+			seen = true
+		}
+	}
+	return seen
 }
 
 func (n *Network) defaultAdvertiseAddress() string {

@@ -39,7 +39,7 @@ func TestControllerMatchesReference(t *testing.T) {
 		{Name: "enp2s0", Match: &Match{MACAddress: "52:54:00:6a:9d:95"}, IPConfig: IPConfig{
 			Addresses: []string{"10.0.0.11/24"}, RouteMetric: metric(101),
 		}},
-	}}
+	}, Nameservers: Nameservers{Addresses: DefaultNameservers4}} // none configured, no DHCP
 	if diff := cmp.Diff(want, cfg.Network); diff != "" {
 		t.Errorf("network (-want +got):\n%s", diff)
 	}
@@ -121,7 +121,10 @@ func TestNetplanMatchesNative(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseNetplan:\n%v", err)
 			}
-			if diff := cmp.Diff(want, *got); diff != "" {
+			// The native file went through Parse, which sets defaults.
+			withDefaults := MachineConfig{Network: *got}
+			withDefaults.SetDefaults()
+			if diff := cmp.Diff(want, withDefaults.Network); diff != "" {
 				t.Errorf("ParseNetplan differs from %s (-native +netplan):\n%s", native, diff)
 			}
 			// The same file as the network section of a machine config.

@@ -53,6 +53,8 @@ func TestApplyControllerAndReapply(t *testing.T) {
 		"enp1s0: add route 172.16.0.0/24 proto kernel scope link src 172.16.0.11 metric 100",
 		"enp1s0: add route default via 172.16.0.254 proto static metric 100",
 		"enp2s0: add route 10.0.0.0/24 proto kernel scope link src 10.0.0.11 metric 101",
+		// The config names no nameservers and no link uses DHCP: the defaults.
+		"write /etc/resolv.conf (nameserver 1.1.1.1 8.8.8.8; search none)",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("first Apply changes:\n got %q\nwant %q", got, want)
@@ -99,8 +101,8 @@ func TestApplyControllerAndReapply(t *testing.T) {
 	if def == nil || !def.Gw.Equal(net.ParseIP("172.16.0.254")) || def.Priority != 100 || def.Protocol != unix.RTPROT_STATIC {
 		t.Errorf("netlink default route on enp1s0 = %+v, want via 172.16.0.254 metric 100 proto static", def)
 	}
-	if _, err := os.Stat(filepath.Join(n.root, "etc/resolv.conf")); err == nil {
-		t.Errorf("resolv.conf written although the config names no nameservers")
+	if b, err := os.ReadFile(filepath.Join(n.root, "etc/resolv.conf")); err != nil || !strings.Contains(string(b), "\nnameserver 1.1.1.1\nnameserver 8.8.8.8\n") {
+		t.Errorf("resolv.conf with the default nameservers: %q, %v", b, err)
 	}
 
 	// Idempotence: nothing changes, in the stage's words and in the kernel's.
