@@ -74,7 +74,7 @@ func TestKubeadmInitDryRun(t *testing.T) {
 			want := map[string][]string{
 				"kubeadm-flags.env":            {"--node-ip=" + nodeIP},
 				"kube-apiserver.yaml":          {"--advertise-address=" + k.AdvertiseAddress, "--service-cluster-ip-range=" + cidrList(k.ServiceSubnet), "--secure-port=6443", liveness},
-				"config.yaml":                  {"cgroupDriver: systemd", "clusterDomain: " + k.DNSDomain},
+				"config.yaml":                  {"cgroupDriver: systemd", "clusterDomain: " + k.DNSDomain, "resolvConf: /etc/resolv.conf"},
 				"etcd.yaml":                    {"--election-timeout=5000", "--heartbeat-interval=500", liveness},
 				"kube-controller-manager.yaml": {"--leader-elect-renew-deadline=40s", liveness},
 				"kube-scheduler.yaml":          {"--leader-elect-lease-duration=60s", liveness},

@@ -94,6 +94,12 @@ const (
 	// CRISocket is containerd's, where the image runs it.
 	CRISocket    = "unix://" + nodepath.ContainerdSocket
 	cgroupDriver = "systemd"
+	// resolvConf is what pods with dnsPolicy Default (CoreDNS) get: the
+	// network stage writes the node's nameservers there. Left unset,
+	// kubeadm picks systemd-resolved's file when resolved runs, which
+	// names no upstream on our nodes, and CoreDNS exits ("plugin/forward:
+	// no valid upstream addresses found", seen in the e2e lab).
+	resolvConf = "/etc/resolv.conf"
 	// The images are baked into the node; kubeadm must not try to pull.
 	imagePullPolicy = "Never"
 	apiServerPort   = 6443 // the port the firewall stage opens
@@ -417,7 +423,7 @@ func initDocuments(cfg *machineconfig.MachineConfig, in Inputs, ips []netip.Addr
 	docs := []document{
 		{kindInit, ic},
 		{kindCluster, cc},
-		{kindKubelet, kubeletConfiguration{typeMeta: typeMeta{kubeletAPIVersion, kindKubelet}, CgroupDriver: cgroupDriver}},
+		{kindKubelet, kubeletConfiguration{typeMeta: typeMeta{kubeletAPIVersion, kindKubelet}, CgroupDriver: cgroupDriver, ResolvConf: resolvConf}},
 	}
 	// kubeadm's defaults suffice for kube-proxy (clusterCIDR from
 	// podSubnet); the document exists only to carry a patch.

@@ -76,6 +76,7 @@ type joinConfiguration struct {
 type kubeletConfiguration struct {
 	typeMeta     `yaml:",inline"`
 	CgroupDriver string `yaml:"cgroupDriver"`
+	ResolvConf   string `yaml:"resolvConf"`
 }
 
 type bootstrapToken struct {
