@@ -148,7 +148,9 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 		}
 	}
 	if s.join {
-		evicted, err := rejoin.Prepare(ctx, env, s.rejoin)
+		evicted, err := waitWhileTemporary(ctx, env, prepareWaitMin, prepareWaitMax, func() ([]stage.Change, error) {
+			return rejoin.Prepare(ctx, env, s.rejoin)
+		})
 		changes = append(changes, evicted...)
 		if err != nil {
 			return changes, err
@@ -309,4 +311,38 @@ func nodePath(env *stage.Env, p string) string {
 		return p
 	}
 	return "/" + rel
+}
+
+// The pauses between rejoin.Prepare's tries start at prepareWaitMin and
+// double up to prepareWaitMax.
+const (
+	prepareWaitMin = 5 * time.Second
+	prepareWaitMax = 30 * time.Second
+)
+
+// waitWhileTemporary calls prepare until it succeeds, fails for good, or
+// ctx (the step's time limit) ends, pausing from first to most between
+// tries and reporting why.
+// What a join waits for before kubeadm runs (the control-plane endpoint
+// not answering in time, a stale Node still Ready) clears with time: under
+// QEMU TCG the init node's API server missed 10 s timeouts for minutes,
+// and the three attempts kept for kubeadm itself were gone in 5 minutes.
+func waitWhileTemporary(ctx context.Context, env *stage.Env, first, most time.Duration, prepare func() ([]stage.Change, error)) ([]stage.Change, error) {
+	var changes []stage.Change
+	pause := first
+	for {
+		c, err := prepare()
+		changes = append(changes, c...)
+		if err == nil || !stage.IsTemporary(err) {
+			return changes, err
+		}
+		env.Report("waiting before kubeadm join: " + err.Error())
+		env.Log.Info("waiting before kubeadm join", "why", err.Error(), "retry in", pause.String())
+		select {
+		case <-ctx.Done():
+			return changes, err
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, most)
+	}
 }
