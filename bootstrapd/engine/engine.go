@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/backoff"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -442,7 +443,7 @@ func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, b Bac
 	case b.Attempts < 1:
 		b = DefaultBackoff
 	}
-	wait := b.Initial
+	pause := backoff.New(b.Initial, b.Max)
 	for attempt := 1; ; attempt++ {
 		temporary, err := try()
 		if err == nil {
@@ -454,14 +455,11 @@ func (e *Engine) retry(ctx context.Context, what string, log *slog.Logger, b Bac
 			}
 			return attempt, err
 		}
-		log.Warn("temporary failure; retrying", "err", err, "attempt", attempt, "wait", wait.String())
-		e.status(fmt.Sprintf("%s: retry %d/%d in %s: %v", what, attempt+1, b.Attempts, wait, err))
-		select {
-		case <-ctx.Done():
-			return attempt, fmt.Errorf("%w (stopped while waiting to retry: %v)", err, ctx.Err())
-		case <-time.After(wait):
+		log.Warn("temporary failure; retrying", "err", err, "attempt", attempt, "wait", pause.Next().String())
+		e.status(fmt.Sprintf("%s: retry %d/%d in %s: %v", what, attempt+1, b.Attempts, pause.Next(), err))
+		if werr := pause.Wait(ctx); werr != nil {
+			return attempt, fmt.Errorf("%w (stopped while waiting to retry: %v)", err, werr)
 		}
-		wait = min(wait*2, b.Max)
 	}
 }
 

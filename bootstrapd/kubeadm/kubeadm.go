@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/backoff"
 	"kubeboot.dev/kubeboot/bootstrapd/cri"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeadmconfig"
 	"kubeboot.dev/kubeboot/bootstrapd/rejoin"
@@ -329,7 +330,7 @@ const (
 // and the three attempts kept for kubeadm itself were gone in 5 minutes.
 func waitWhileTemporary(ctx context.Context, env *stage.Env, first, most time.Duration, prepare func() ([]stage.Change, error)) ([]stage.Change, error) {
 	var changes []stage.Change
-	pause := first
+	pause := backoff.New(first, most)
 	for {
 		c, err := prepare()
 		changes = append(changes, c...)
@@ -337,12 +338,9 @@ func waitWhileTemporary(ctx context.Context, env *stage.Env, first, most time.Du
 			return changes, err
 		}
 		env.Report("waiting before kubeadm join: " + err.Error())
-		env.Log.Info("waiting before kubeadm join", "why", err.Error(), "retry in", pause.String())
-		select {
-		case <-ctx.Done():
+		env.Log.Info("waiting before kubeadm join", "why", err.Error(), "retry in", pause.Next().String())
+		if pause.Wait(ctx) != nil {
 			return changes, err
-		case <-time.After(pause):
 		}
-		pause = min(pause*2, most)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/bootstrapd/backoff"
 	"kubeboot.dev/kubeboot/internal/redact"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
@@ -59,6 +60,7 @@ func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (*fetched, er
 	if wait <= 0 {
 		wait = time.Second
 	}
+	pause := backoff.New(wait, 10*time.Second)
 	var got *fetched
 	var lastErr error
 	for attempt := 1; attempt <= attempts; attempt++ {
@@ -71,12 +73,9 @@ func fetchHTTP(ctx context.Context, o Options, rawURL, pin string) (*fetched, er
 		if attempt == attempts {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("fetch %s: %w (stopped: %v)", shown, lastErr, ctx.Err())
-		case <-time.After(wait):
+		if err := pause.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w (stopped: %v)", shown, lastErr, err)
 		}
-		wait = min(wait*2, 10*time.Second)
 	}
 	if lastErr != nil {
 		var perm permanentError

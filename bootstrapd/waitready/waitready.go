@@ -32,6 +32,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"kubeboot.dev/kubeboot/bootstrapd/backoff"
 	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -103,7 +104,7 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 	}
 	node := env.Config.Kubernetes.NodeName
 	started := time.Now()
-	wait := s.PollMin
+	pause := backoff.New(s.PollMin, s.PollMax)
 	var reported, refusedSince time.Time
 	for {
 		waiting, refused := check(ctx, cs, node)
@@ -125,12 +126,9 @@ func (s *Stage) Apply(ctx context.Context, env *stage.Env) ([]stage.Change, erro
 			env.Log.Info("waiting for the node to be ready", "node", node, "for", strings.Join(waiting, "; "))
 			reported = time.Now()
 		}
-		select {
-		case <-ctx.Done():
+		if pause.Wait(ctx) != nil {
 			return nil, fmt.Errorf("node %s not ready after %s: %s", node, time.Since(started).Round(time.Second), strings.Join(waiting, "; "))
-		case <-time.After(wait):
 		}
-		wait = min(wait*2, s.PollMax)
 	}
 }
 
