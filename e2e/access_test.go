@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -12,25 +14,30 @@ import (
 	"strings"
 	"time"
 
+	"kubeboot.dev/kubeboot/image/oci"
 	"kubeboot.dev/kubeboot/internal/nspawntest"
 	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // The access scenario's nodes: accessConfig with a name, address and MAC
 // per machine; the lab's NTP server is chronyd at the first network's
-// gateway.
+// gateway, its registry (the nodes' mirror of docker.io) listens there too.
 const (
 	accessConfig = "e2e/testdata/access.yaml"
 	ntpServer    = "172.16.0.254"
+	registryAddr = "172.16.0.254:5443"
 	// clockOffset is how far ahead the machines' clocks start.
 	clockOffset = time.Hour
 )
 
-// access: two machines flashed from the same image, their clocks an hour
-// ahead, a user with the lab's SSH key. Each syncs its clock from chronyd
-// in the lab before the Kubernetes stages go on; the lab logs in over SSH
-// with the key, another key is refused (and no password method is
-// offered), sshd refuses passwords and root; firewalld opens 22; the two
+// access: two machines from the same image, their clocks an hour ahead, a
+// user with the lab's SSH key, the lab's registry as their mirror of
+// docker.io. acc1 is a qcow2 overlay with a CIDATA volume; acc2's disk is
+// what `kubeboot flash --config` wrote onto a loop device, booted as is.
+// Each syncs its clock from chronyd in the lab before the Kubernetes stages
+// go on; the lab logs in over SSH with the key, another key is refused (and
+// no password method is offered), sshd refuses passwords and root;
+// firewalld opens 22; a pod's image comes through the mirror; the two
 // machines' host keys differ.
 func (s *sc) access(ctx context.Context) error {
 	for _, vm := range s.lab.VMs() { // the cluster's CPU goes to these two
@@ -53,6 +60,15 @@ func (s *sc) access(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	reg, err := s.lab.StartRegistry(registryAddr)
+	if err != nil {
+		return err
+	}
+	image, token, err := pushMirrorImage(ctx, reg, dir)
+	if err != nil {
+		return err
+	}
+	s.ok("lab: a registry at %s (its own CA) holds the only copy of %s", registryAddr, image)
 
 	type machine struct {
 		vm   *VM
@@ -61,7 +77,7 @@ func (s *sc) access(ctx context.Context) error {
 	}
 	var ms []machine
 	for i := 1; i <= 2; i++ {
-		cfg, path, err := s.accessNode(dir, i, goodPub)
+		cfg, path, err := s.accessNode(dir, i, goodPub, reg)
 		if err != nil {
 			return err
 		}
@@ -69,7 +85,14 @@ func (s *sc) access(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		vm, err := s.lab.NewVM(ctx, VMSpec{Name: fmt.Sprintf("acc%d", i), Image: s.image, Config: path, NICs: nics, ClockOffset: clockOffset})
+		spec := VMSpec{Name: fmt.Sprintf("acc%d", i), Image: s.image, Config: path, NICs: nics, ClockOffset: clockOffset}
+		if i == 2 {
+			if spec.Disk, err = s.flashDisk(ctx, dir, path); err != nil {
+				return err
+			}
+			spec.Config = ""
+		}
+		vm, err := s.lab.NewVM(ctx, spec)
 		if err != nil {
 			return err
 		}
@@ -99,6 +122,9 @@ func (s *sc) access(ctx context.Context) error {
 			return err
 		}
 		s.oks(m.vm.Name+": ", checks)
+		if err := s.checkMirror(ctx, m.vm, m.addr, reg, image, token); err != nil {
+			return err
+		}
 		// stdout only: ssh-keyscan's comments go to stderr.
 		key, err := s.lab.Command(ctx, "ssh-keyscan", "-T", "10", "-t", "ed25519", m.addr).Output()
 		if err != nil {
@@ -124,8 +150,9 @@ func (s *sc) access(ctx context.Context) error {
 }
 
 // accessNode writes machine i's config (0600, in the lab's work dir):
-// accessConfig with its own name, address, MAC and admin's key.
-func (s *sc) accessNode(dir string, i int, pub string) (*machineconfig.MachineConfig, string, error) {
+// accessConfig with its own name, address, MAC, admin's key and the lab's
+// registry as its mirror of docker.io.
+func (s *sc) accessNode(dir string, i int, pub string, reg *Registry) (*machineconfig.MachineConfig, string, error) {
 	cfg, err := s.loadConfig(accessConfig)
 	if err != nil {
 		return nil, "", err
@@ -137,6 +164,8 @@ func (s *sc) accessNode(dir string, i int, pub string) (*machineconfig.MachineCo
 	cfg.Network.Interfaces[0].Match.MACAddress = fmt.Sprintf("52:54:00:aa:00:%02x", i)
 	cfg.Network.Interfaces[0].Addresses = []string{addr + "/24"}
 	cfg.Users[0].SSHAuthorizedKeys = []string{pub}
+	cfg.Containerd.Mirrors = []machineconfig.RegistryMirror{{Registry: "docker.io",
+		Endpoints: []machineconfig.MirrorEndpoint{{URL: "https://" + reg.Addr, CACert: string(reg.CA)}}}}
 	path := filepath.Join(dir, fmt.Sprintf("access%d.yaml", i))
 	if err := os.WriteFile(path, cfg.Marshal(), 0o600); err != nil {
 		return nil, "", err
@@ -264,4 +293,113 @@ func sshKeyPair(ctx context.Context, dir, name string) (key, pub string, err err
 	}
 	b, err := os.ReadFile(key + ".pub")
 	return key, strings.TrimSpace(string(b)), err
+}
+
+// flashDisk writes out/node.raw.zst and config onto a loop device over a
+// sparse 10 GiB file with `kubeboot flash --yes`, as docs/flash.md shows,
+// and returns the file: the disk of a machine a person flashed.
+func (s *sc) flashDisk(ctx context.Context, dir, config string) (string, error) {
+	disk := filepath.Join(dir, "flashed.img")
+	f, err := os.OpenFile(disk, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	err = f.Truncate(10 << 30)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", disk).Output()
+	if err != nil {
+		return "", fmt.Errorf("losetup %s: %w", disk, err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "--detach", dev).Run()
+	zst := filepath.Join(s.repo, "out/node.raw.zst")
+	start := time.Now()
+	out, err = exec.CommandContext(ctx, s.lab.Kubeboot, "flash", "--image", zst, "--device", dev, "--config", config, "--yes").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kubeboot flash --image %s --device %s --config %s: %w: %s", zst, dev, config, err, tail(string(out), 15))
+	}
+	s.ok("acc2: kubeboot flash --config wrote its disk through %s in %.1f s: %s", dev, time.Since(start).Seconds(), tail(string(out), 1))
+	return disk, nil
+}
+
+// pushMirrorImage pushes a one-layer image to the lab's registry: the
+// host's static BusyBox (scripts/setup-host.sh installs busybox-static)
+// and a token made for this run, which the image's entrypoint prints. It
+// returns the docker.io name the nodes pull it by, and the token.
+func pushMirrorImage(ctx context.Context, reg *Registry, dir string) (ref, token string, err error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	token = "kubeboot-e2e-" + hex.EncodeToString(b)
+	img, err := oci.Build(dir, oci.Config{Entrypoint: []string{"/bin/busybox", "cat", "/token"}},
+		[]oci.Entry{{Path: "/bin/busybox", Source: "/bin/busybox", Mode: 0o755}, {Path: "/token", Data: []byte(token + "\n")}})
+	if err != nil {
+		return "", "", err
+	}
+	defer img.Close()
+	repoTag := "kubeboot-e2e/mirror:" + token
+	if err := reg.Push(ctx, repoTag, img); err != nil {
+		return "", "", err
+	}
+	return "docker.io/" + repoTag, token, nil
+}
+
+// mirrorPod runs a pod of image %[1]s through the CRI as the kubelet would
+// (the access scenario's nodes have no control plane), in the host's
+// network namespace so that no pod network is needed. The container prints
+// its image's token and exits; the script prints the container's log.
+const mirrorPod = `set -e
+d=/run/kubeboot-e2e-mirror
+mkdir -p $d/logs
+cat > $d/pod.json <<'END'
+{"metadata": {"name": "e2e-mirror", "namespace": "default", "uid": "e2e-mirror"},
+ "log_directory": "/run/kubeboot-e2e-mirror/logs",
+ "linux": {"cgroup_parent": "system.slice", "security_context": {"namespace_options": {"network": 2}}}}
+END
+cat > $d/main.json <<'END'
+{"metadata": {"name": "main"}, "image": {"image": "%[1]s"}, "log_path": "main.log"}
+END
+cri() { crictl --timeout 2m "$@"; } # TCG: slower than crictl.yaml's 10 s
+cri pull %[1]s >/dev/null
+pod=$(cri runp $d/pod.json)
+c=$(cri create $pod $d/main.json $d/pod.json)
+cri start $c >/dev/null
+for i in $(seq 120); do cri ps -a --id $c -o json | grep -q CONTAINER_EXITED && break; sleep 1; done
+cri logs $c 2>/dev/null
+cri stopp $pod >/dev/null
+cri rmp $pod >/dev/null`
+
+// checkMirror runs a pod of image, a docker.io name that only the lab's
+// registry holds (the lab has no route out): the node's containerd.mirrors
+// sends the pull there, TLS checked against the config's caCert. The pod
+// must print the image's token, and the registry must have served the node
+// the image's manifest and blobs.
+func (s *sc) checkMirror(ctx context.Context, vm *VM, addr string, reg *Registry, image, token string) error {
+	out, err := vm.Check(ctx, fmt.Sprintf(mirrorPod, image), 5*time.Minute)
+	if err != nil {
+		return fmt.Errorf("%s: a pod of %s through the mirror: %w", vm.Name, image, err)
+	}
+	if out != token {
+		return fmt.Errorf("%s: the pod of %s printed %q, want the image's token %q", vm.Name, image, out, token)
+	}
+	var manifests, blobs int
+	for _, p := range reg.Fetched(addr) {
+		switch {
+		case strings.Contains(p, "/manifests/"):
+			manifests++
+		case strings.Contains(p, "/blobs/"):
+			blobs++
+		}
+	}
+	if manifests == 0 || blobs == 0 {
+		return fmt.Errorf("%s: the pod ran, but the lab's registry served %s %d manifests and %d blobs: the image did not come through the mirror", vm.Name, addr, manifests, blobs)
+	}
+	s.ok("%s: a pod of %s ran and printed the image's token; the lab's registry (the node's docker.io mirror, with its own CA) served %s %d manifest and %d blob requests", vm.Name, image, addr, manifests, blobs)
+	return nil
 }

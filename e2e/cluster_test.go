@@ -18,6 +18,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/progress"
 	"kubeboot.dev/kubeboot/image/spec"
 	"kubeboot.dev/kubeboot/internal/secrettest"
+	"kubeboot.dev/kubeboot/machineconfig"
 )
 
 // The cluster's nodes: the example configs, as written.
@@ -49,10 +50,7 @@ func (s *sc) controller(ctx context.Context) error {
 	if err := s.copyKubeconfig(ctx, n); err != nil {
 		return err
 	}
-	if err := s.awaitReady(ctx, b, n); err != nil {
-		return err
-	}
-	if err := s.kubeSystemRunning(ctx); err != nil {
+	if err := s.clusterUp(ctx, b, n); err != nil {
 		return err
 	}
 	if err := s.verify(ctx, n, b); err != nil {
@@ -332,6 +330,7 @@ func (s *sc) ensureSecrets(ctx context.Context) error {
 		return fmt.Errorf("%s names no secrets bundle", controllerConfig)
 	}
 	s.secrets = secrettest.For(cfg.Kubernetes.Credentials.Bundle)
+	s.tokenID, _, _ = strings.Cut(cfg.Kubernetes.Credentials.Bundle.Token.Reveal(), ".")
 	return nil
 }
 
@@ -364,7 +363,8 @@ func (s *sc) addNode(ctx context.Context, name, config string) (*node, error) {
 	if err := s.lab.AddHosts(n.addr, cfg.Hostname); err != nil {
 		return nil, err
 	}
-	n.vm, err = s.lab.NewVM(ctx, VMSpec{Name: name, Image: s.image, Config: filepath.Join(s.repo, config), NICs: nics})
+	n.vm, err = s.lab.NewVM(ctx, VMSpec{Name: name, Image: s.image, Config: filepath.Join(s.repo, config), NICs: nics,
+		Background: !cfg.Role.IsControlPlane()})
 	if err != nil {
 		return nil, err
 	}
@@ -542,6 +542,53 @@ func (s *sc) awaitReady(ctx context.Context, b *boot, n *node) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for nodes %v Ready: %w; last: %s", want, ctx.Err(), last)
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// clusterUp waits for a one-node cluster's first boot: the node Ready,
+// every kube-system pod running, CoreDNS Ready (its time recorded).
+func (s *sc) clusterUp(ctx context.Context, b *boot, n *node) error {
+	if err := s.awaitReady(ctx, b, n); err != nil {
+		return err
+	}
+	if err := s.kubeSystemRunning(ctx); err != nil {
+		return err
+	}
+	return s.corednsReady(ctx, b)
+}
+
+// corednsReady waits until every CoreDNS pod is Ready and records when
+// the last became so.
+func (s *sc) corednsReady(ctx context.Context, b *boot) error {
+	for {
+		out, err := s.kubectl(ctx, "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json")
+		if err == nil {
+			var list corev1.PodList
+			if err := json.Unmarshal([]byte(out), &list); err != nil {
+				return err
+			}
+			var last time.Time
+			ready := len(list.Items) > 0
+			for _, p := range list.Items {
+				for _, c := range p.Status.Conditions {
+					if c.Type == corev1.PodReady {
+						ready = ready && c.Status == corev1.ConditionTrue
+						if c.LastTransitionTime.After(last) {
+							last = c.LastTransitionTime.Time
+						}
+					}
+				}
+			}
+			if ready {
+				b.CoreDNSReadyAt = b.since(last)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for CoreDNS Ready: %w", ctx.Err())
 		case <-time.After(10 * time.Second):
 		}
 	}
@@ -838,5 +885,56 @@ func (s *sc) noSecretsLeaked(ctx context.Context, n *node) error {
 		}
 	}
 	s.ok("%s: none of the bundle's secrets (token, certificate key, fragments of every private key) in its journal (%d KiB), bootstrapd status, consoles, shell transcripts", n.vm.Name, len(journal)>>10)
+	return s.secretFilesPrivate(ctx, n)
+}
+
+// secretFilesScript lists the node's files that hold a private key, the
+// bootstrap token (%[1]s is its id, which is not secret) or a certificate
+// key, as "FILEMODE DIRMODE KIND PATH"; KIND is bundle for the token, the
+// certificate key and the cluster CAs' keys, key for other private keys
+// (the kubelet's, sshd's host keys). The script names no secret.
+const secretFilesScript = `roots=; for r in /etc /var/lib/kubeboot /var/lib/kubelet /home /root /run/kubeboot; do [ -e $r ] && roots="$roots $r"; done
+grep -rlIs -D skip --exclude-dir=pods -E -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' -e '%[1]s\.[a-z0-9]{16}' -e 'certificateKey' $roots | sort -u | while read -r f; do
+  kind=key
+  if grep -qsE -e '%[1]s\.[a-z0-9]{16}' -e 'certificateKey' "$f"; then kind=bundle; fi
+  case "$f" in /etc/kubernetes/pki/*ca.key|/etc/kubernetes/pki/sa.key) kind=bundle;; esac
+  echo "$(stat -c %%a "$f") $(stat -c %%a "$(dirname "$f")") $kind $f"
+done`
+
+// secretFilesPrivate checks on the node that every file holding a private
+// key, the token or the certificate key is its owner's only (0600 or
+// 0400), and that those holding the bundle's secrets sit in 0700
+// directories.
+func (s *sc) secretFilesPrivate(ctx context.Context, n *node) error {
+	out, err := n.vm.Check(ctx, fmt.Sprintf(secretFilesScript, s.tokenID), 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	var files, bundle int
+	var bad []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.SplitN(line, " ", 4)
+		if len(f) != 4 {
+			continue
+		}
+		files++
+		if f[0] != "600" && f[0] != "400" {
+			bad = append(bad, fmt.Sprintf("%s is %s", f[3], f[0]))
+		}
+		if f[2] == "bundle" {
+			bundle++
+			if f[1] != "700" {
+				bad = append(bad, fmt.Sprintf("%s holds a secret of the bundle in a %s directory", f[3], f[1]))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%s: files holding secrets that others may read: %s", n.vm.Name, strings.Join(bad, "; "))
+	}
+	// Every node has the kubelet's client key; a control plane has the CAs' keys.
+	if files == 0 || (bundle == 0 && n.cfg.Role != machineconfig.RoleWorker) {
+		return fmt.Errorf("%s: %d files hold a private key, the token or the certificate key, %d of them the bundle's: the search missed the kubelet's or the CAs' keys:\n%s", n.vm.Name, files, bundle, out)
+	}
+	s.ok("%s: %d files hold a private key, the token or the certificate key, all 0600 or 0400; the %d holding the bundle's secrets sit in 0700 directories", n.vm.Name, files, bundle)
 	return nil
 }

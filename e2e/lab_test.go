@@ -57,6 +57,7 @@ type env struct {
 	kubectlBin string
 	kubeconfig string // the admin's, copied out of the controller (0600 in the lab's 0700 work dir)
 	secrets    secrettest.Scanner
+	tokenID    string // the bundle's bootstrap token id (its public half)
 	nodes      map[string]*node
 }
 
@@ -135,7 +136,13 @@ func TestLab(t *testing.T) {
 			continue
 		}
 		passed[scn.name] = e.runScenario(scn, rep)
+		// A run stopped later (Ctrl-C, the deadline) keeps what ended.
+		e.report.Seconds = time.Since(e.report.Started).Seconds()
+		if err := e.report.Write(filepath.Join(lab.Out, "report.json")); err != nil {
+			t.Error(err)
+		}
 	}
+	e.report.Complete = true
 	e.report.Seconds = time.Since(e.report.Started).Seconds()
 	e.report.Passed = e.scanForSecrets(lab.Out)
 	for _, s := range e.report.Scenarios {

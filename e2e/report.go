@@ -17,9 +17,12 @@ import (
 
 // Report is out/e2e/report.json: one object per scenario, in order.
 type Report struct {
-	Started   time.Time         `json:"started"`
-	Seconds   float64           `json:"seconds"`
-	Passed    bool              `json:"passed"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Passed  bool      `json:"passed"`
+	// Complete is false until every scenario has ended: the report is
+	// written after each one, so a stopped run keeps those that ended.
+	Complete  bool              `json:"complete"`
 	Image     string            `json:"image"`
 	Host      HostInfo          `json:"host"`
 	Scenarios []*ScenarioReport `json:"scenarios"`
@@ -86,6 +89,8 @@ type BootReport struct {
 	KubeadmSeconds float64 `json:"kubeadmSeconds,omitempty"`
 	// ReadyAt: the Node Ready as kubectl in the namespace saw it.
 	ReadyAt float64 `json:"readyAt,omitempty"`
+	// CoreDNSReadyAt: the last CoreDNS pod Ready (its condition's time).
+	CoreDNSReadyAt float64 `json:"corednsReadyAt,omitempty"`
 }
 
 // StageTiming is one bootstrapd step as this boot saw it.

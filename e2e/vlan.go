@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,42 +60,24 @@ func untagged(frame []byte, id uint16) ([]byte, bool) {
 // kernel sends out of the tap (a bridge forwarding to it), what it writes
 // enters the namespace as received on the tap.
 func openTap(nsName, name string) (*os.File, error) {
-	target, err := netns.GetFromName(nsName)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	fd, openErr := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if openErr == nil {
-		var ifr *unix.Ifreq
-		ifr, openErr = unix.NewIfreq(name)
-		if openErr == nil {
-			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-			openErr = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	var fd int
+	err := inNamespace(nsName, func() error {
+		var err error
+		if fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0); err != nil {
+			return err
 		}
-		if openErr != nil {
+		ifr, err := unix.NewIfreq(name)
+		if err == nil {
+			ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+			err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+		}
+		if err != nil {
 			unix.Close(fd)
 		}
-	}
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the lab's namespace: leave it locked so
-		// the runtime ends it with the goroutine.
-		return nil, errors.Join(openErr, fmt.Errorf("back to the test's network namespace: %w", err))
-	}
-	runtime.UnlockOSThread()
-	if openErr != nil {
-		return nil, fmt.Errorf("tap %s in %s: %w", name, nsName, openErr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tap %s in %s: %w", name, nsName, err)
 	}
 	return os.NewFile(uintptr(fd), "tap "+name), nil
 }
