@@ -40,7 +40,7 @@ var scenarios = []scenario{
 		limit: 70 * time.Minute, needs: []string{"controller"}, run: (*sc).controlPlane},
 	{name: "reboot", title: "the controller reboots: bootstrapd changes nothing, the cluster is Ready again",
 		limit: 35 * time.Minute, needs: []string{"controller"}, run: (*sc).reboot},
-	{name: "access", title: "two machines from one image, clocks 1 h ahead: NTP sync from the lab before Kubernetes; SSH with the configured key only; different host keys",
+	{name: "access", title: "two machines from one image (an overlay with CIDATA; a disk kubeboot flash wrote), clocks 1 h ahead: NTP sync from the lab before Kubernetes; SSH with the configured key only; a pod's image through the lab's registry mirror; different host keys",
 		limit: 40 * time.Minute, run: (*sc).access},
 	{name: "network", title: "active-backup bond with a VLAN: native config baked in, then netplan v2 on CIDATA; reboot, disk growth",
 		limit: 45 * time.Minute, run: (*sc).network},

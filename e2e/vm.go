@@ -332,7 +332,11 @@ func (vm *VM) Start(ctx context.Context) error {
 	vm.Console = newConsole(con, start, serialLog)
 	vm.Shell = newShell(sh, shellLog)
 	vm.QMP = q
-	fmt.Fprintf(vm.lab.Log, "e2e: %s: QEMU started (pid %d, %d MiB, disk %s)\n", vm.Name, cmd.Process.Pid, vm.Spec.MemoryMiB, filepath.Base(vm.Spec.Image))
+	disk := "an overlay of " + filepath.Base(vm.Spec.Image)
+	if vm.Spec.Disk != "" {
+		disk = filepath.Base(vm.Spec.Disk) + ", flashed"
+	}
+	fmt.Fprintf(vm.lab.Log, "e2e: %s: QEMU started (pid %d, %d MiB, disk %s)\n", vm.Name, cmd.Process.Pid, vm.Spec.MemoryMiB, disk)
 	return nil
 }
 
