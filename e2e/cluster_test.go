@@ -53,6 +53,9 @@ func (s *sc) controller(ctx context.Context) error {
 	if err := s.clusterUp(ctx, b, n); err != nil {
 		return err
 	}
+	if err := s.guestCPU(ctx, n); err != nil {
+		return err
+	}
 	if err := s.verify(ctx, n, b); err != nil {
 		return err
 	}
@@ -545,6 +548,33 @@ func (s *sc) awaitReady(ctx context.Context, b *boot, n *node) error {
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// guestCPU keeps what the idle one-node cluster costs its guest: top's
+// second sample, 20 s after the first, in cpu-idle-cluster.txt, and the
+// load and the busiest processes in the report. Under TCG this decides
+// whether another VM fits beside the control plane (docs/e2e.md).
+func (s *sc) guestCPU(ctx context.Context, n *node) error {
+	out, err := n.vm.Check(ctx, "top -b -n 2 -d 20 -w 200 | awk '/^top - /{k++} k==2' | head -n 22", 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(n.vm.LogDir, "cpu-idle-cluster.txt"), []byte(out+"\n"), 0o644); err != nil {
+		return err
+	}
+	lines := strings.Split(out, "\n")
+	var busiest []string
+	for i, l := range lines {
+		if f := strings.Fields(l); len(f) >= 12 && i > 6 && len(busiest) < 6 {
+			busiest = append(busiest, f[11]+" "+f[8]+"%")
+		}
+	}
+	load := ""
+	if _, after, ok := strings.Cut(lines[0], "load average: "); ok {
+		load = after
+	}
+	s.ok("%s: idle one-node cluster, guest load average %s; busiest (%% of one vCPU, 20 s): %s", n.vm.Name, load, strings.Join(busiest, ", "))
+	return nil
 }
 
 // clusterUp waits for a one-node cluster's first boot: the node Ready,

@@ -7,6 +7,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type Options struct {
 	Out      string    // where logs and the report go (out/e2e)
 	Kubeboot string    // bin/kubeboot
 	Log      io.Writer // progress lines
+	// CPUModel is QEMU's -cpu for every VM; "" means max (all the features
+	// TCG emulates).
+	CPUModel string
 }
 
 // Lab is the namespace, its bridges, the VMs and everything to undo.
@@ -62,6 +66,7 @@ type Lab struct {
 	Kubeboot string
 	Log      io.Writer
 	Memory   *MemorySampler
+	CPUModel string // QEMU -cpu of every VM
 
 	mu       sync.Mutex
 	undo     []undoStep
@@ -85,7 +90,7 @@ type undoStep struct {
 func New(ctx context.Context, o Options) (*Lab, error) {
 	l := &Lab{
 		NS: fmt.Sprintf("%s%d", nsPrefix, os.Getpid()), Out: o.Out, Repo: o.Repo,
-		Kubeboot: o.Kubeboot, Log: o.Log, hosts: map[string]string{},
+		Kubeboot: o.Kubeboot, Log: o.Log, hosts: map[string]string{}, CPUModel: cmp.Or(o.CPUModel, "max"),
 	}
 	l.watchSignals()
 	removeStaleLabs(l.Log)

@@ -86,7 +86,8 @@ type sc struct {
 //
 //	KUBEBOOT_E2E=1 flock /work/locks/qemu go test ./e2e -run TestLab -v -timeout 5h
 //
-// KUBEBOOT_E2E_SCENARIOS=network,controller runs only the named ones.
+// KUBEBOOT_E2E_SCENARIOS=network,controller runs only the named ones;
+// KUBEBOOT_E2E_CPU sets QEMU's -cpu model (default max).
 func TestLab(t *testing.T) {
 	if os.Getenv("KUBEBOOT_E2E") != "1" {
 		t.Skip("boots QEMU VMs for an hour or more: set KUBEBOOT_E2E=1 (make e2e); see docs/e2e.md")
@@ -101,6 +102,7 @@ func TestLab(t *testing.T) {
 
 	lab, err := New(context.Background(), Options{
 		Repo: repo, Out: filepath.Join(repo, "out/e2e"), Kubeboot: filepath.Join(repo, "bin/kubeboot"), Log: os.Stdout,
+		CPUModel: os.Getenv("KUBEBOOT_E2E_CPU"),
 	})
 	if err != nil {
 		t.Fatal(err)

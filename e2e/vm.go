@@ -171,7 +171,7 @@ func (vm *VM) qemuArgs() []string {
 	s := vm.Spec
 	args := []string{
 		"-name", s.Name,
-		"-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+		"-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", vm.lab.CPUModel,
 		"-smp", fmt.Sprint(s.CPUs), "-m", fmt.Sprint(s.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
 		"-qmp", "unix:" + vm.path("qmp.sock") + ",server=on,wait=off",
