@@ -43,7 +43,8 @@ type VMSpec struct {
 	// Background runs QEMU 10 nice levels below the lab (a worker): on
 	// two shared cores a booting worker otherwise takes half the CPU of
 	// the control plane, whose API server then failed its own start-up
-	// checks and restarted in a loop (e2e, 2026-11-29).
+	// checks and restarted in a loop (e2e, 2026-11-29). The worker then
+	// boots slowly: docs/e2e.md.
 	Background bool
 	// Disk is a raw disk file that `kubeboot flash` wrote (through a loop
 	// device), config included: the VM boots it as a machine boots its
