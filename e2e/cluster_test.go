@@ -190,7 +190,7 @@ func (s *sc) controlPlane(ctx context.Context) error {
 		return fmt.Errorf("etcd member %s kept its id %x across the reflash: the new node did not join as a new member", n.cfg.Hostname, first[n.cfg.Hostname])
 	}
 	s.ok("etcd member %s: %x (stale, removed) -> %x (the reflashed node)", n.cfg.Hostname, first[n.cfg.Hostname], second[n.cfg.Hostname])
-	if err := s.kubeSystemRunning(ctx); err != nil {
+	if _, err := s.kubeSystemRunning(ctx); err != nil {
 		return err
 	}
 	if err := s.verify(ctx, n, b); err != nil {
@@ -270,7 +270,7 @@ func (s *sc) reboot(ctx context.Context) error {
 		return err
 	}
 	s.oks("ctl: after the reboot: ", checks)
-	if err := s.kubeSystemRunning(ctx); err != nil {
+	if _, err := s.kubeSystemRunning(ctx); err != nil {
 		return err
 	}
 	if _, err := s.etcdMembers(ctx); err != nil {
@@ -577,74 +577,54 @@ func (s *sc) guestCPU(ctx context.Context, n *node) error {
 	return nil
 }
 
-// clusterUp waits for a one-node cluster's first boot: the node Ready,
-// every kube-system pod running, CoreDNS Ready (its time recorded).
+// clusterUp waits for a one-node cluster's first boot: the node Ready and
+// every kube-system pod running and Ready; it records when the last
+// CoreDNS pod turned Ready.
 func (s *sc) clusterUp(ctx context.Context, b *boot, n *node) error {
 	if err := s.awaitReady(ctx, b, n); err != nil {
 		return err
 	}
-	if err := s.kubeSystemRunning(ctx); err != nil {
+	pods, err := s.kubeSystemRunning(ctx)
+	if err != nil {
 		return err
 	}
-	return s.corednsReady(ctx, b)
-}
-
-// corednsReady waits until every CoreDNS pod is Ready and records when
-// the last became so.
-func (s *sc) corednsReady(ctx context.Context, b *boot) error {
-	for {
-		out, err := s.kubectl(ctx, "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json")
-		if err == nil {
-			var list corev1.PodList
-			if err := json.Unmarshal([]byte(out), &list); err != nil {
-				return err
-			}
-			var last time.Time
-			ready := len(list.Items) > 0
-			for _, p := range list.Items {
-				for _, c := range p.Status.Conditions {
-					if c.Type == corev1.PodReady {
-						ready = ready && c.Status == corev1.ConditionTrue
-						if c.LastTransitionTime.After(last) {
-							last = c.LastTransitionTime.Time
-						}
-					}
-				}
-			}
-			if ready {
-				b.CoreDNSReadyAt = b.since(last)
-				return nil
-			}
+	var last time.Time
+	for _, p := range pods {
+		if p.Labels["k8s-app"] != "kube-dns" {
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for CoreDNS Ready: %w", ctx.Err())
-		case <-time.After(10 * time.Second):
+		if ready, since := podReady(p); ready && since.After(last) {
+			last = since
 		}
 	}
+	if last.IsZero() {
+		return errors.New("kube-system has no CoreDNS pod (label k8s-app=kube-dns)")
+	}
+	b.CoreDNSReadyAt = b.since(last)
+	return nil
 }
 
 // kubeSystemRunning waits until every pod in kube-system runs with its
-// containers ready.
-func (s *sc) kubeSystemRunning(ctx context.Context) error {
+// containers ready, and returns them.
+func (s *sc) kubeSystemRunning(ctx context.Context) ([]corev1.Pod, error) {
 	var last string
 	for {
 		out, err := s.kubectl(ctx, "get", "pods", "-n", "kube-system", "-o", "json")
 		if err == nil {
 			var list corev1.PodList
 			if err := json.Unmarshal([]byte(out), &list); err != nil {
-				return err
+				return nil, err
 			}
 			var names, bad []string
 			for _, p := range list.Items {
 				names = append(names, p.Name)
-				if p.Status.Phase != corev1.PodRunning || !podReady(p) {
+				if ready, _ := podReady(p); p.Status.Phase != corev1.PodRunning || !ready {
 					bad = append(bad, fmt.Sprintf("%s (%s)", p.Name, p.Status.Phase))
 				}
 			}
 			if len(bad) == 0 && len(names) > 0 {
 				s.ok("kube-system: %d pods Running and Ready: %s", len(names), strings.Join(names, ", "))
-				return nil
+				return list.Items, nil
 			}
 			last = "not running: " + strings.Join(bad, ", ")
 		} else {
@@ -652,19 +632,20 @@ func (s *sc) kubeSystemRunning(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for kube-system's pods: %w; last: %s", ctx.Err(), last)
+			return nil, fmt.Errorf("waiting for kube-system's pods: %w; last: %s", ctx.Err(), last)
 		case <-time.After(10 * time.Second):
 		}
 	}
 }
 
-func podReady(p corev1.Pod) bool {
+// podReady reports p's Ready condition and when it last changed.
+func podReady(p corev1.Pod) (bool, time.Time) {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+			return c.Status == corev1.ConditionTrue, c.LastTransitionTime.Time
 		}
 	}
-	return false
+	return false, time.Time{}
 }
 
 // checkNodeIsMachine: the Node object of n reports the running machine's

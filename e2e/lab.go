@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"kubeboot.dev/kubeboot/bootstrapd/stage"
 )
 
 // The lab's two networks, as in the reference: the nodes' network with the
@@ -411,31 +411,13 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// inNamespace runs f on a thread in the named network namespace: sockets
-// and taps it opens stay in that namespace.
+// inNamespace runs f on a thread in the named network namespace (the way
+// bootstrapd's stages do): sockets and taps it opens stay in that namespace.
 func inNamespace(nsName string, f func() error) error {
-	target, err := netns.GetFromName(nsName)
+	h, err := netns.GetFromName(nsName)
 	if err != nil {
 		return err
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the lab's namespace: leave it locked so
-		// the runtime ends it with the goroutine.
-		return errors.Join(ferr, fmt.Errorf("back to the test's network namespace: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer h.Close()
+	return (&stage.Env{NetNS: h}).InNetNS(f)
 }

@@ -278,12 +278,13 @@ func (vm *VM) Start(ctx context.Context) error {
 	}
 	os.Remove(vm.path("qmp.sock"))
 
-	argv := []string{"netns", "exec", vm.lab.NS, "qemu-system-x86_64"}
+	argv := []string{"netns", "exec", vm.lab.NS}
 	if vm.Spec.Background {
 		// nice execs QEMU: the same pid, and its threads start at that level.
-		argv = []string{"netns", "exec", vm.lab.NS, "nice", "-n", "10", "qemu-system-x86_64"}
+		argv = append(argv, "nice", "-n", "10")
 	}
-	cmd := exec.Command("ip", append(argv, vm.qemuArgs()...)...)
+	argv = append(append(argv, "qemu-system-x86_64"), vm.qemuArgs()...)
+	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = qemuLog, qemuLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
