@@ -6,7 +6,7 @@ OUT     := out
 SPEC    ?= configs/image.yaml
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 
-.PHONY: all build test bench fuzz faults image artifacts e2e clean
+.PHONY: all build test bench bench-boot fuzz faults image artifacts e2e clean
 
 all: build
 
@@ -74,6 +74,13 @@ e2e: image
 	  $(GO) test -count=1 -run TestBuiltImage -v ./image/build
 	KUBEBOOT_E2E=1 KUBEBOOT_E2E_BAKED_IMAGE=$(CURDIR)/$(OUT)/e2e-node.raw \
 	  $(if $(wildcard $(dir $(QEMU_LOCK))),flock $(QEMU_LOCK)) $(GO) test -count=1 -run TestLab -v -timeout $(E2E_TIMEOUT) ./e2e
+
+# First boot to Ready under QEMU against its floor (docs/benchmarks.md): the
+# lab's controller scenario, then the same image with bootstrapd masked and
+# the reference's steps run by a script. Report: out/bench-boot/report.json.
+bench-boot: image
+	KUBEBOOT_E2E=1 KUBEBOOT_E2E_SCENARIOS=controller,floor KUBEBOOT_E2E_OUT=$(CURDIR)/$(OUT)/bench-boot \
+	  $(if $(wildcard $(dir $(QEMU_LOCK))),flock $(QEMU_LOCK)) $(GO) test -count=1 -run TestLab -v -timeout 2h ./e2e
 
 clean:
 	rm -rf $(BIN) $(OUT)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"kubeboot.dev/kubeboot/image/oci"
@@ -316,7 +317,12 @@ func (s *sc) flashDisk(ctx context.Context, dir, config string) (string, error) 
 		return "", fmt.Errorf("losetup %s: %w", disk, err)
 	}
 	dev := strings.TrimSpace(string(out))
-	defer exec.Command("losetup", "--detach", dev).Run()
+	// Detached here, or by the lab's teardown when Ctrl-C ends the run
+	// first (the signal handler exits without running defers); once, so
+	// the number is not taken from whoever gets it next.
+	detach := sync.OnceValue(func() error { return exec.Command("losetup", "--detach", dev).Run() })
+	s.lab.onClose("detach "+dev, detach)
+	defer detach()
 	zst := filepath.Join(s.repo, "out/node.raw.zst")
 	start := time.Now()
 	out, err = exec.CommandContext(ctx, s.lab.Kubeboot, "flash", "--image", zst, "--device", dev, "--config", config, "--yes").CombinedOutput()

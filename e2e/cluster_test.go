@@ -574,7 +574,46 @@ func (s *sc) guestCPU(ctx context.Context, n *node) error {
 		load = after
 	}
 	s.ok("%s: idle one-node cluster, guest load average %s; busiest (%% of one vCPU, 20 s): %s", n.vm.Name, load, strings.Join(busiest, ", "))
-	return nil
+	return s.profiles(ctx, n)
+}
+
+// profiles keeps 30 s CPU profiles of the idle cluster's two busiest
+// processes, the kubelet and the API server, taken together through the
+// API (the kubelet's through the node proxy): `go tool pprof -top FILE`
+// says where the guest's CPU goes.
+func (s *sc) profiles(ctx context.Context, n *node) error {
+	paths := map[string]string{
+		"kube-apiserver": "/debug/pprof/profile?seconds=30",
+		"kubelet":        "/api/v1/nodes/" + n.cfg.Hostname + "/proxy/debug/pprof/profile?seconds=30",
+	}
+	type result struct {
+		name, file string
+		size       int
+		err        error
+	}
+	results := make(chan result, len(paths))
+	for name, path := range paths {
+		go func() {
+			r := result{name: name, file: filepath.Join(n.vm.LogDir, name+".cpu.pprof")}
+			cmd := s.lab.Command(ctx, s.kubectlBin, "--kubeconfig", s.kubeconfig, "--request-timeout=2m", "get", "--raw", path)
+			out, err := cmd.Output()
+			if err == nil {
+				err = os.WriteFile(r.file, out, 0o644)
+			}
+			r.size, r.err = len(out), err
+			results <- r
+		}()
+	}
+	var errs []error
+	for range paths {
+		r := <-results
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s's CPU profile: %w", r.name, r.err))
+			continue
+		}
+		s.ok("%s: %s's CPU profile of the idle cluster (30 s, %d bytes) in %s", n.vm.Name, r.name, r.size, r.file)
+	}
+	return errors.Join(errs...)
 }
 
 // clusterUp waits for a one-node cluster's first boot: the node Ready and

@@ -55,6 +55,9 @@ type ScenarioReport struct {
 	// Evidence lists the files kept for a failure (consoles, journals,
 	// bootstrapd status).
 	Evidence []string `json:"evidence,omitempty"`
+	// OverheadSeconds (floor, make bench-boot): the controller's node
+	// Ready time less the floor's, bootstrapd's cost.
+	OverheadSeconds float64 `json:"overheadSeconds,omitempty"`
 }
 
 // BootReport is the timing of one boot of one node. Times ending in At

@@ -46,6 +46,10 @@ type VMSpec struct {
 	// checks and restarted in a loop (e2e, 2026-11-29). The worker then
 	// boots slowly: docs/e2e.md.
 	Background bool
+	// KernelArgs are added to the kernel command line (systemd-boot's
+	// SMBIOS extra, beside the debug shell), e.g.
+	// systemd.mask=bootstrapd.service for make bench-boot's floor.
+	KernelArgs string
 	// Disk is a raw disk file that `kubeboot flash` wrote (through a loop
 	// device), config included: the VM boots it as a machine boots its
 	// own disk, with no overlay of Image and no CIDATA volume.
@@ -209,7 +213,7 @@ func (vm *VM) qemuArgs() []string {
 	return append(args,
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
 		"-drive", "if=pflash,format=raw,unit=1,file="+vm.path("vars.fd"),
-		"-smbios", "type=11,value="+debugShell,
+		"-smbios", "type=11,value="+strings.TrimSpace(debugShell+" "+s.KernelArgs),
 		"-chardev", "socket,id=console,path="+vm.path("console.sock"),
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=shell,path="+vm.path("shell.sock"),

@@ -89,6 +89,14 @@ func TestKubeadmInitDryRun(t *testing.T) {
 				want["kube-controller-manager.yaml"] = []string{"--node-cidr-mask-size=25", "--cluster-cidr=" + cidrList(k.PodSubnet), liveness}
 				want["kube-apiserver.yaml"] = append(want["kube-apiserver.yaml"], "--audit-log-maxage=30")
 			}
+			for _, file := range []string{"kube-apiserver.yaml", "kube-scheduler.yaml", "etcd.yaml"} {
+				if data, _ := os.ReadFile(filepath.Join(dry, file)); bytes.Contains(data, []byte("periodSeconds: 1\n")) {
+					t.Errorf("%s: a probe still every second (readinessProbe not patched):\n%s", file, data)
+				}
+			}
+			if key, _ := os.ReadFile(filepath.Join(dry, "apiserver.key")); !bytes.Contains(key, []byte("BEGIN EC PRIVATE KEY")) {
+				t.Error("apiserver.key is not an ECDSA key") // a key: not printed
+			}
 			for file, needles := range want {
 				data, err := os.ReadFile(filepath.Join(dry, file))
 				if err != nil {

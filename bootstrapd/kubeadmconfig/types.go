@@ -51,6 +51,7 @@ type clusterConfiguration struct {
 	APIServer            apiServer  `yaml:"apiServer,omitempty"`
 	ControllerManager    component  `yaml:"controllerManager"`
 	Scheduler            component  `yaml:"scheduler"`
+	EncryptionAlgorithm  string     `yaml:"encryptionAlgorithm"`
 }
 
 type etcd struct {
