@@ -29,8 +29,13 @@ bench:
 # tmpfs, an artifact whose sha256 no longer matches the lock. Builds see the
 # real cache through an overlay mount and never write to it. The hostile
 # configs and inputs run in make test (cmd/bootstrapd, TestHostileInputsStayBounded).
-faults:
+# Then power cuts under QEMU (e2e/powercut_test.go): the lab's controller
+# scenario, then a second controller whose first boot loses its power at 7
+# points. Report: out/faults/report.json.
+faults: image
 	KUBEBOOT_FAULTS=1 $(GO) test -count=1 -timeout 60m -run '^TestBuild(InterruptedAtEachStep|OutputFillsUp|CacheFillsUp|RefusesAnArtifactThatChanged)$$' -v ./cmd/kubeboot
+	KUBEBOOT_E2E=1 KUBEBOOT_E2E_SCENARIOS=controller,powercut KUBEBOOT_E2E_OUT=$(CURDIR)/$(OUT)/faults \
+	  $(if $(wildcard $(dir $(QEMU_LOCK))),flock $(QEMU_LOCK)) $(GO) test -count=1 -run TestLab -v -timeout 3h ./e2e
 
 # Every fuzz target, FUZZTIME each (make test runs their seed corpora).
 # Go's minimizer is quadratic in the input's size and by default may take

@@ -71,6 +71,14 @@ var kubeadmRetry = engine.Backoff{Initial: 15 * time.Second, Max: time.Minute, A
 
 const kubeadmTimeout = 45 * time.Minute
 
+// apiServerRetry is for the init node's stages that talk to its API
+// server. After a reboot or a power cut the API server comes back with
+// the node: under TCG it first answered 172 s after bootstrapd began to
+// ask (e2e power cut, 2026-11-29), past DefaultBackoff's 1.5 minutes.
+// 1+2+4+8+16 s, then 30 s apart: about 10 minutes, kubeadm's own wait
+// for a control plane.
+var apiServerRetry = engine.Backoff{Initial: time.Second, Max: 30 * time.Second, Attempts: 24}
+
 // Plan is the first-boot plan after the config is loaded, in order: the
 // whole boot on one screen, with the rules for each step beside it.
 func Plan() []engine.Step {
@@ -109,9 +117,9 @@ func Plan() []engine.Step {
 			When: engine.ForRoles(machineconfig.RoleControlPlane, machineconfig.RoleWorker), Retry: kubeadmRetry, Timeout: kubeadmTimeout},
 		// The init node keeps what joining nodes need, and the pod network.
 		{Stage: clusteraccess.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
-			When: engine.ForRoles(machineconfig.RoleInit)},
+			When: engine.ForRoles(machineconfig.RoleInit), Retry: apiServerRetry},
 		{Stage: podnetwork.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
-			When: engine.ForRoles(machineconfig.RoleInit)},
+			When: engine.ForRoles(machineconfig.RoleInit), Retry: apiServerRetry},
 		{Stage: kubeconfig.New(), Kind: engine.Converge, Phase: PhaseKubernetes,
 			When: engine.ForRoles(machineconfig.RoleInit, machineconfig.RoleControlPlane)},
 		// Last: minutes under TCG (the control plane's pods start, the pod

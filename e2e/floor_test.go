@@ -69,8 +69,9 @@ func (s *sc) floor(ctx context.Context) error {
 	}
 	b.KernelAt = b.consoleAt(kl)
 	b.ShellAt = b.since(time.Now())
-	if out, err := vm.Check(ctx, "systemctl is-enabled bootstrapd.service || true", time.Minute); err != nil || out != "masked" {
-		return fmt.Errorf("%s: bootstrapd.service is %q (%v), want masked", vm.Name, out, err)
+	// systemd.mask= masks in /run: "masked-runtime".
+	if out, err := vm.Check(ctx, "systemctl is-enabled bootstrapd.service || true", time.Minute); err != nil || out != "masked-runtime" {
+		return fmt.Errorf("%s: bootstrapd.service is %q (%v), want masked-runtime (systemd.mask= on the kernel command line)", vm.Name, out, err)
 	}
 	if _, err := vm.Check(ctx, floorHostScript(cfg), 5*time.Minute); err != nil {
 		return err
@@ -120,6 +121,9 @@ func (s *sc) floor(ctx context.Context) error {
 // kubeadm checks.
 func floorHostScript(cfg *machineconfig.MachineConfig) string {
 	var b strings.Builder
+	// The debug shell answers before D-Bus is up (hostnamectl, firewall-cmd
+	// need it): the administrator logged in to a booted system.
+	b.WriteString("systemctl is-system-running --wait >/dev/null || true\n")
 	b.WriteString("set -e\nhostnamectl set-hostname " + cfg.Hostname + "\n")
 	for _, h := range cfg.Hosts {
 		fmt.Fprintf(&b, "echo '%s %s' >> /etc/hosts\n", h.IP, strings.Join(h.Names, " "))

@@ -23,10 +23,10 @@ type scenario struct {
 	name, title string
 	limit       time.Duration
 	needs       []string
-	// bench: a benchmark (make bench-boot), run only when named in
-	// KUBEBOOT_E2E_SCENARIOS.
-	bench bool
-	run   func(s *sc, ctx context.Context) error
+	// onlyNamed: run only when named in KUBEBOOT_E2E_SCENARIOS (make
+	// bench-boot's floor, make faults' power cuts), not by make e2e.
+	onlyNamed bool
+	run       func(s *sc, ctx context.Context) error
 }
 
 // The scenarios, in order (issue 9). The limits are for TCG on two shared
@@ -49,7 +49,9 @@ var scenarios = []scenario{
 	{name: "network", title: "active-backup bond with a VLAN: native config baked in, then netplan v2 on CIDATA; reboot, disk growth",
 		limit: 45 * time.Minute, run: (*sc).network},
 	{name: "floor", title: "bench-boot's floor: the controller's image with bootstrapd masked, the reference's steps by script, kubeadm init with the same config",
-		limit: 45 * time.Minute, needs: []string{"controller"}, bench: true, run: (*sc).floor},
+		limit: 45 * time.Minute, needs: []string{"controller"}, onlyNamed: true, run: (*sc).floor},
+	{name: "powercut", title: "a controller's first boot has its power cut at each of 7 points, booting again after each, then converges: Ready, kube-system running, bootstrapd verify as on an uninterrupted boot",
+		limit: 75 * time.Minute, onlyNamed: true, run: (*sc).powercut},
 }
 
 // env is what the scenarios share: the lab, the cluster's nodes, the
@@ -93,7 +95,7 @@ type sc struct {
 //	KUBEBOOT_E2E=1 flock /work/locks/qemu go test ./e2e -run TestLab -v -timeout 5h
 //
 // KUBEBOOT_E2E_SCENARIOS=network,controller runs only the named ones
-// (and the benchmarks only when named); KUBEBOOT_E2E_OUT puts the report
+// (and floor and powercut only when named); KUBEBOOT_E2E_OUT puts the report
 // and evidence elsewhere (make bench-boot: out/bench-boot);
 // KUBEBOOT_E2E_CPU sets QEMU's -cpu model (default max).
 func TestLab(t *testing.T) {
@@ -141,8 +143,8 @@ func TestLab(t *testing.T) {
 		case selected != "" && !named:
 			rep.NotRun = "not selected (KUBEBOOT_E2E_SCENARIOS=" + selected + ")"
 			continue
-		case scn.bench && !named:
-			rep.NotRun = "not selected: a benchmark, run by make bench-boot"
+		case scn.onlyNamed && !named:
+			rep.NotRun = "not selected: run only when named (make bench-boot, make faults)"
 			continue
 		}
 		if i := slices.IndexFunc(scn.needs, func(n string) bool { return !passed[n] }); i >= 0 {
@@ -168,7 +170,7 @@ func TestLab(t *testing.T) {
 	if err := e.report.Write(filepath.Join(lab.Out, "report.json")); err != nil {
 		t.Error(err)
 	}
-	e.report.Summary(os.Stdout)
+	e.report.Summary(os.Stdout, filepath.Join(lab.Out, "report.json"))
 }
 
 // scanForSecrets looks for the cluster bundle's secrets in every file the

@@ -124,7 +124,7 @@ func (r *Report) Write(path string) error {
 
 // Summary prints the human summary: a line per scenario, then per boot
 // the main timings, then memory.
-func (r *Report) Summary(w io.Writer) {
+func (r *Report) Summary(w io.Writer, path string) {
 	fmt.Fprintf(w, "\ne2e summary (%d CPUs, %d MiB; %.0f s in all)\n", r.Host.CPUs, r.Host.MemTotalMiB, r.Seconds)
 	for _, s := range r.Scenarios {
 		switch {
@@ -150,7 +150,7 @@ func (r *Report) Summary(w io.Writer) {
 	if r.Passed {
 		verdict = "PASS"
 	}
-	fmt.Fprintf(w, "e2e: %s (report: out/e2e/report.json)\n", verdict)
+	fmt.Fprintf(w, "e2e: %s (report: %s)\n", verdict, path)
 }
 
 func (b *BootReport) brief() string {

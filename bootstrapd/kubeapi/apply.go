@@ -121,11 +121,16 @@ func changed(live, applied *unstructured.Unstructured, dryRun bool) bool {
 
 // Temporary marks what clears by itself as temporary: the API server not
 // listening yet, timeouts, overload, and a resource whose API is not
-// served yet right after start.
+// served yet right after start. Its callers use the cluster admin's
+// credentials (admin.conf), which kubeadm's cluster-admins binding always
+// allows: a refusal (403) means an API server that has just started and
+// has not loaded its RBAC policy yet, the first answer of the init node's
+// API server coming back after a power cut (e2e, 2026-11-29).
 func Temporary(err error) error {
 	var ne net.Error
 	switch {
 	case utilnet.IsConnectionRefused(err), utilnet.IsProbableEOF(err), errors.As(err, &ne) && ne.Timeout(),
+		apierrors.IsForbidden(err),
 		apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
 		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), meta.IsNoMatchError(err),
 		errors.Is(err, context.DeadlineExceeded):

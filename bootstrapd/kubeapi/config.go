@@ -19,8 +19,13 @@ import (
 const (
 	// maxKubeconfig bounds a kubeconfig read: it holds a few certificates.
 	maxKubeconfig = 1 << 20
-	// RequestTimeout bounds one API request.
-	RequestTimeout = 10 * time.Second
+	// RequestTimeout bounds one API request. Under QEMU TCG (e2e,
+	// 2026-11-29) a loaded control plane's API server answered a GET of
+	// one Node in 10-40 s for minutes on end: a joining worker's check
+	// timed out at 10 s every time for 18 minutes while kubectl with a
+	// 40 s limit got answers. Callers retry with backoff until their
+	// stage's own limit.
+	RequestTimeout = 30 * time.Second
 )
 
 // Config reads the kubeconfig at path (a path on the node, e.g.

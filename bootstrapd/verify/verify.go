@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
+	"kubeboot.dev/kubeboot/bootstrapd/kubeapi"
 	"kubeboot.dev/kubeboot/bootstrapd/stage"
 	"kubeboot.dev/kubeboot/bootstrapd/state"
 	"kubeboot.dev/kubeboot/machineconfig"
@@ -50,7 +51,7 @@ type Options struct {
 	// private containerd: /proc/PID/root).
 	RuntimeRoot string
 	// Timeout bounds one request (CRI, API, netlink dumps are quick);
-	// 0 means 10 s.
+	// 0 means kubeapi.RequestTimeout.
 	Timeout time.Duration
 	Log     *slog.Logger
 }
@@ -85,7 +86,7 @@ func Run(ctx context.Context, o Options) *Report {
 // prepare fills in the defaults; the facts are read by Run.
 func prepare(o Options) *node {
 	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Second
+		o.Timeout = kubeapi.RequestTimeout
 	}
 	if o.CRISocket == "" {
 		o.CRISocket = nodepath.ContainerdSocket

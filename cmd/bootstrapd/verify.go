@@ -13,7 +13,7 @@ import (
 	"kubeboot.dev/kubeboot/bootstrapd/verify"
 )
 
-// verifyTimeout bounds a whole verify run: each request has its own 10 s
+// verifyTimeout bounds a whole verify run: each request has its own 30 s
 // limit; a node answering nothing still gets its report in this time.
 const verifyTimeout = 3 * time.Minute
 
