@@ -40,17 +40,8 @@ func (s *sc) controller(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := n.vm.Start(ctx); err != nil {
-		return err
-	}
-	b, err := s.bootNode(ctx, n, "first boot", n.vm.Started, 0)
+	b, err := s.initUp(ctx, n, "first boot")
 	if err != nil {
-		return err
-	}
-	if err := s.copyKubeconfig(ctx, n); err != nil {
-		return err
-	}
-	if err := s.clusterUp(ctx, b, n); err != nil {
 		return err
 	}
 	if err := s.guestCPU(ctx, n); err != nil {
@@ -614,6 +605,23 @@ func (s *sc) profiles(ctx context.Context, n *node) error {
 		s.ok("%s: %s's CPU profile of the idle cluster (30 s, %d bytes) in %s", n.vm.Name, r.name, r.size, r.file)
 	}
 	return errors.Join(errs...)
+}
+
+// initUp powers an init node on and waits for this boot (kind) of its
+// one-node cluster: bootstrapd done, the admin's kubeconfig copied out for
+// kubectl, the cluster up.
+func (s *sc) initUp(ctx context.Context, n *node, kind string) (*boot, error) {
+	if err := n.vm.Start(ctx); err != nil {
+		return nil, err
+	}
+	b, err := s.bootNode(ctx, n, kind, n.vm.Started, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.copyKubeconfig(ctx, n); err != nil {
+		return nil, err
+	}
+	return b, s.clusterUp(ctx, b, n)
 }
 
 // clusterUp waits for a one-node cluster's first boot: the node Ready and

@@ -99,7 +99,7 @@ func (s *sc) powercut(ctx context.Context) error {
 		return err
 	}
 	vm := n.vm
-	var tried, cut []string
+	tried, cut := 0, 0
 	for i, pc := range powerCuts {
 		if err := vm.Start(ctx); err != nil {
 			return err
@@ -112,7 +112,7 @@ func (s *sc) powercut(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		tried = append(tried, pc.name)
+		tried++
 		if missed {
 			s.ok("pcut: %s: missed (the stage ended between two polls); powered off instead", pc.name)
 			if err := vm.Kill(); err != nil { // the next point starts from a power-on all the same
@@ -120,26 +120,17 @@ func (s *sc) powercut(ctx context.Context) error {
 			}
 			continue
 		}
-		cut = append(cut, pc.name)
+		cut++
 		s.ok("pcut: power cut %.0f s after power-on, %s: %s", b.since(time.Now()), pc.name, state)
 	}
-	if err := vm.Start(ctx); err != nil {
-		return err
-	}
-	b, err := s.bootNode(ctx, n, "after the power cuts", vm.Started, 0)
+	b, err := s.initUp(ctx, n, "after the power cuts")
 	if err != nil {
-		return err
-	}
-	if err := s.copyKubeconfig(ctx, n); err != nil {
-		return err
-	}
-	if err := s.clusterUp(ctx, b, n); err != nil {
 		return err
 	}
 	if err := s.verify(ctx, n, b); err != nil {
 		return err
 	}
-	s.ok("pcut: %d points tried, %d cut, converged: bootstrapd done, node Ready, kube-system running, bootstrapd verify holds", len(tried), len(cut))
+	s.ok("pcut: %d points tried, %d cut, converged: bootstrapd done, node Ready, kube-system running, bootstrapd verify holds", tried, cut)
 	if ctl == nil {
 		return nil
 	}
