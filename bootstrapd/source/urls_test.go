@@ -116,6 +116,17 @@ func TestRedirects(t *testing.T) {
 	}
 }
 
+// countingServer serves handler and counts its requests.
+func countingServer(t *testing.T, handler http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		handler(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
 // Issue 10 item 9: a permanent error (4xx, a body over the limit) was
 // retried six times.
 func TestPermanentHTTPErrorsAreNotRetried(t *testing.T) {
@@ -130,12 +141,7 @@ func TestPermanentHTTPErrorsAreNotRetried(t *testing.T) {
 		{"429 is retried", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "slow down", http.StatusTooManyRequests) }, 3, "gave up after 3 attempts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var hits atomic.Int32
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				hits.Add(1)
-				tc.handler(w, r)
-			}))
-			t.Cleanup(srv.Close)
+			srv, hits := countingServer(t, tc.handler)
 			var log bytes.Buffer
 			_, err := loadCmdline(t, "kubeboot.config="+srv.URL+"/m.yaml", nil, &log)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || hits.Load() != tc.hits {
@@ -212,5 +218,46 @@ func TestMalformedPin(t *testing.T) {
 	_, err := loadCmdline(t, "kubeboot.config=/srv/node.yaml kubeboot.config.sha256=abc", nil, &log)
 	if err == nil || !strings.Contains(err.Error(), "expected 64 hex digits") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// Issue 12: a config server that is slow, before its headers or in its
+// body, holds a fetch for at most the client's timeout per attempt (30 s
+// on a node, 300 ms here), and the fetch gives up after its attempts.
+func TestSlowServerIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"no headers", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "awaiting headers"},
+		{"a byte every 50 ms", func(w http.ResponseWriter, r *http.Request) {
+			for {
+				if _, err := w.Write([]byte("#")); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}, "while reading body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, hits := countingServer(t, tc.handler)
+			var log bytes.Buffer
+			start := time.Now()
+			_, err := loadCmdline(t, "kubeboot.config="+srv.URL+"/m.yaml", &http.Client{Timeout: 300 * time.Millisecond}, &log)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "gave up after 3 attempts") || hits.Load() != 3 {
+				t.Errorf("err = %v after %d requests; want %q, given up after 3", err, hits.Load(), tc.want)
+			}
+			// 3 attempts of 300 ms and two pauses of a few ms; a fetch
+			// that waited for the server would still be running.
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("the fetch took %s", d)
+			}
+		})
 	}
 }

@@ -282,60 +282,66 @@ func TestHostileInputsStayBounded(t *testing.T) {
 	}
 	cat := catalog(t)
 	for _, in := range append(hostileInputs(), cat...) {
-		t.Run(in.name, func(t *testing.T) {
-			root := t.TempDir()
-			args := append([]string{"run", "--root", root}, in.setup(t, root)...)
-			before := map[string]bool{}
-			for _, p := range written(t, root, nil) {
-				before[filepath.Join(root, p)] = true
-			}
-			cmd := exec.Command(bin, args...)
-			if n != nil {
-				cmd = exec.Command("ip", append([]string{"netns", "exec", n.ns, "nsenter", "--uts=" + n.uts, bin}, args...)...)
-			}
-			r := rlimittest.Run(t, cmd, rlimittest.Default)
-			rlimittest.Check(t, "bootstrapd run", r, maxPeakRSS)
-			if r.ExitCode != exitFail || !strings.Contains(r.Stderr, "stage source: ") || !matches(r.Stderr, in.want) {
-				t.Errorf("exit %d, want %d with %q in stderr:\n%.2000s", r.ExitCode, exitFail, in.want, r.Stderr)
-			}
-			if len(r.Stderr) > maxStderr {
-				t.Errorf("stderr of %d bytes, over %d", len(r.Stderr), maxStderr)
-			}
-			leaks(t, "stderr", r.Stderr, shadow)
-			f, err := state.Open(root).Failure()
-			if err != nil || f == nil || f.Stage != "source" || !matches(f.Reason, in.want) {
-				t.Fatalf("failed marker %+v, %v; want stage source with %q", f, err, in.want)
-			}
-			leaks(t, "the failed marker", f.Reason, shadow)
-			var out, errOut bytes.Buffer
-			if code := dispatch([]string{"status", "--root", root}, &out, &errOut); code != exitOK {
-				t.Fatalf("status: exit %d: %s", code, errOut.String())
-			}
-			if out.Len() > maxStatusOut || !strings.Contains(out.String(), "failed:  stage source") {
-				t.Errorf("status printed %d bytes (at most %d) :\n%.1000s", out.Len(), maxStatusOut, out.String())
-			}
-			leaks(t, "status", out.String(), shadow)
-			// Nothing applied: the state lock, the failed marker and the
-			// console banner saying so are all a refused config leaves.
-			for _, p := range written(t, root, before) {
-				switch p {
-				case "var/lib/kubeboot/lock", "var/lib/kubeboot/failed":
-				case "run/kubeboot/issue":
-					data, _ := os.ReadFile(filepath.Join(root, p))
-					leaks(t, "the console banner", string(data), shadow)
-				default:
-					t.Errorf("the run wrote %s", p)
-				}
-			}
-			if n != nil {
-				if after := fmt.Sprint(n.kernel()); after != kernelBefore {
-					t.Fatalf("the namespaces changed:\nbefore %s\nafter  %s", kernelBefore, after)
-				}
-			}
-			if len(args) == 5 && args[3] == "--config" && args[4] != "/dev/zero" {
-				validate(t, args[4], in.want, shadow)
-			}
-		})
+		t.Run(in.name, func(t *testing.T) { refused(t, bin, n, kernelBefore, shadow, in) })
+	}
+}
+
+// refused runs `bootstrapd run` with in's arguments (inside n's namespaces
+// when n is not nil) and checks that the source stage refused it: the
+// expected error, the failed marker, status, nothing written or changed,
+// bounded memory, time and output, no line of shadow anywhere.
+func refused(t *testing.T, bin string, n *node, kernelBefore string, shadow []string, in hostileInput) {
+	root := t.TempDir()
+	args := append([]string{"run", "--root", root}, in.setup(t, root)...)
+	before := map[string]bool{}
+	for _, p := range written(t, root, nil) {
+		before[filepath.Join(root, p)] = true
+	}
+	cmd := exec.Command(bin, args...)
+	if n != nil {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", n.ns, "nsenter", "--uts=" + n.uts, bin}, args...)...)
+	}
+	r := rlimittest.Run(t, cmd, rlimittest.Default)
+	rlimittest.Check(t, "bootstrapd run", r, maxPeakRSS)
+	if r.ExitCode != exitFail || !strings.Contains(r.Stderr, "stage source: ") || !matches(r.Stderr, in.want) {
+		t.Errorf("exit %d, want %d with %q in stderr:\n%.2000s", r.ExitCode, exitFail, in.want, r.Stderr)
+	}
+	if len(r.Stderr) > maxStderr {
+		t.Errorf("stderr of %d bytes, over %d", len(r.Stderr), maxStderr)
+	}
+	leaks(t, "stderr", r.Stderr, shadow)
+	f, err := state.Open(root).Failure()
+	if err != nil || f == nil || f.Stage != "source" || !matches(f.Reason, in.want) {
+		t.Fatalf("failed marker %+v, %v; want stage source with %q", f, err, in.want)
+	}
+	leaks(t, "the failed marker", f.Reason, shadow)
+	var out, errOut bytes.Buffer
+	if code := dispatch([]string{"status", "--root", root}, &out, &errOut); code != exitOK {
+		t.Fatalf("status: exit %d: %s", code, errOut.String())
+	}
+	if out.Len() > maxStatusOut || !strings.Contains(out.String(), "failed:  stage source") {
+		t.Errorf("status printed %d bytes (at most %d) :\n%.1000s", out.Len(), maxStatusOut, out.String())
+	}
+	leaks(t, "status", out.String(), shadow)
+	// Nothing applied: the state lock, the failed marker and the
+	// console banner saying so are all a refused config leaves.
+	for _, p := range written(t, root, before) {
+		switch p {
+		case "var/lib/kubeboot/lock", "var/lib/kubeboot/failed":
+		case "run/kubeboot/issue":
+			data, _ := os.ReadFile(filepath.Join(root, p))
+			leaks(t, "the console banner", string(data), shadow)
+		default:
+			t.Errorf("the run wrote %s", p)
+		}
+	}
+	if n != nil {
+		if after := fmt.Sprint(n.kernel()); after != kernelBefore {
+			t.Fatalf("the namespaces changed:\nbefore %s\nafter  %s", kernelBefore, after)
+		}
+	}
+	if len(args) == 5 && args[3] == "--config" && args[4] != "/dev/zero" {
+		validate(t, args[4], in.want, shadow)
 	}
 }
 
