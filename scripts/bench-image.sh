@@ -88,3 +88,23 @@ printf 'sfdisk + dd of ROOT-A into a raw file: %.1f s\n' "$(since "$t0")"
 t0=$(now)
 qemu-img convert -f raw -O qcow2 "$WORK/cold.raw" "$WORK/bare.qcow2"
 printf 'qemu-img convert raw -> qcow2: %.1f s\n' "$(since "$t0")"
+t0=$(now)
+zstd -q -T0 -o "$WORK/bare.raw.zst" "$WORK/cold.raw"
+printf 'zstd of the raw image: %.1f s\n' "$(since "$t0")"
+
+# The cold build's own tools run bare: mmdebstrap of the same packages from
+# the mirror the builder picks on this machine (the first .../debian of
+# apt's sources, as image/aptmirror does), mkinitramfs in a chroot of it.
+mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -o -E 'https?://[^ ]+/debian/?( |$)' | head -n 1 | tr -d ' ' || true)
+[[ -n $mirror ]] || { echo "no http(s) .../debian mirror in apt's sources" >&2; exit 1; }
+suite=$(awk '$1 == "suite:" { print $2; exit }' "$SPEC")
+t0=$(now)
+mmdebstrap -q --variant=minbase --mode=root --format=directory \
+  --include="$(cut -d' ' -f1 "$WORK/cold.packages.lock" | paste -sd,)" "$suite" "$WORK/bare-rootfs" "$mirror"
+printf 'mmdebstrap %s of the %d packages the image holds (%s): %.1f s\n' "$suite" "$(wc -l < "$WORK/cold.packages.lock")" "$mirror" "$(since "$t0")"
+kver=$(ls "$WORK/bare-rootfs/lib/modules")
+t0=$(now)
+unshare --mount --propagation private -- sh -c 'set -e
+mount -t proc proc "$1/proc"; mount -t sysfs sysfs "$1/sys"; mount --bind /dev "$1/dev"; mount -t tmpfs tmpfs "$1/tmp"
+chroot "$1" /usr/sbin/mkinitramfs -o /var/tmp/bare-initrd.img "$2"' bare "$WORK/bare-rootfs" "$kver"
+printf 'mkinitramfs %s in a chroot: %.1f s\n' "$kver" "$(since "$t0")"
