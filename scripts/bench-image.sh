@@ -2,7 +2,8 @@
 # Image builder timings for docs/benchmarks.md ("Image builder"):
 # cold build (empty image step cache, mmdebstrap included), warm rebuild with
 # nothing changed, rebuild after an overlay change, each step's time, image
-# sizes, and the floor: the same mksquashfs and sfdisk work run bare.
+# sizes, and the floor: the builder's tools run bare on the same inputs
+# (mksquashfs, sfdisk + dd, qemu-img, zstd, mmdebstrap, mkinitramfs).
 # Also checks reproducibility: the initrd, store, root, state and esp steps
 # rebuilt from the same rootfs give the same raw image (sha256).
 #
